@@ -1,0 +1,78 @@
+"""modprune: pluggable pruning for PyTorch detection models.
+
+Importing modprune imports neither ultralytics, onnx nor torchvision; integrations load lazily.
+"""
+
+from modprune.api import (
+    categorize,
+    get_recipe,
+    list_detectors,
+    list_importances,
+    list_pruners,
+    list_recipes,
+    load_recipe,
+    prune,
+    valid_categories,
+)
+from modprune.config import PruneConfig
+from modprune.detectors import Categories, Detector, by_type
+from modprune.exceptions import (
+    ConfigError,
+    DatasetError,
+    DuplicateStrategyError,
+    ModelLoadError,
+    ModpruneError,
+    OutputPathError,
+    UnknownStrategyError,
+    UnreachableTargetError,
+    UnsafeCheckpointError,
+    UnsupportedModelError,
+)
+from modprune.hookspecs import hookimpl, hookspec
+from modprune.importance import Importance
+from modprune.plugins import ModpruneManager, get_plugin_manager
+from modprune.pruners import Pruner
+from modprune.pruners.masks import make_permanent
+from modprune.recipes import Recipe
+from modprune.report import PruneReport
+from modprune.serialization import load, save
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Categories",
+    "ConfigError",
+    "DatasetError",
+    "Detector",
+    "DuplicateStrategyError",
+    "Importance",
+    "ModelLoadError",
+    "ModpruneError",
+    "ModpruneManager",
+    "OutputPathError",
+    "PruneConfig",
+    "PruneReport",
+    "Pruner",
+    "Recipe",
+    "UnknownStrategyError",
+    "UnreachableTargetError",
+    "UnsafeCheckpointError",
+    "UnsupportedModelError",
+    "__version__",
+    "by_type",
+    "categorize",
+    "get_plugin_manager",
+    "get_recipe",
+    "hookimpl",
+    "hookspec",
+    "list_detectors",
+    "list_importances",
+    "list_pruners",
+    "list_recipes",
+    "load",
+    "load_recipe",
+    "make_permanent",
+    "prune",
+    "save",
+    "valid_categories",
+]

@@ -1,0 +1,188 @@
+"""The public functions: list strategies, load recipes, prune, inspect."""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+from torch import nn
+
+from modprune.config import PruneConfig
+from modprune.detectors.base import OTHER
+from modprune.detectors.classify import Categories, classify
+from modprune.exceptions import ConfigError, ModpruneError
+from modprune.measure import count_macs, count_nonzero, count_params
+from modprune.plugins import ModpruneManager, resolve
+from modprune.pruners.base import PruneContext, StepCallback
+from modprune.recipes import Recipe, recipe_from_file
+from modprune.report import CategoryRow, PruneReport, category_table
+
+__all__ = [
+    "categorize",
+    "list_detectors",
+    "list_importances",
+    "list_pruners",
+    "list_recipes",
+    "get_recipe",
+    "load_recipe",
+    "prune",
+    "valid_categories",
+]
+
+log = logging.getLogger(__name__)
+
+
+def list_detectors(pm: ModpruneManager | None = None) -> list[str]:
+    """Names of the registered module detectors."""
+    return resolve(pm).strategies.detectors.list()
+
+
+def list_importances(pm: ModpruneManager | None = None) -> list[str]:
+    """Names of the registered importance metrics."""
+    return resolve(pm).strategies.importances.list()
+
+
+def list_pruners(pm: ModpruneManager | None = None) -> list[str]:
+    """Names of the registered pruners."""
+    return resolve(pm).strategies.pruners.list()
+
+
+def list_recipes(pm: ModpruneManager | None = None) -> list[str]:
+    """Names of the registered recipes."""
+    return resolve(pm).strategies.recipes.list()
+
+
+def get_recipe(name: str, pm: ModpruneManager | None = None) -> Recipe:
+    """A registered recipe by name."""
+    return resolve(pm).strategies.recipes.get(name)
+
+
+def load_recipe(name_or_path: str | os.PathLike[str], pm: ModpruneManager | None = None) -> PruneConfig:
+    """The config of a registered recipe, or of a recipe YAML file (a path or a name ending in .yaml)."""
+    text = str(name_or_path)
+    if text.endswith((".yaml", ".yml")) or os.sep in text or Path(text).is_file():
+        return recipe_from_file(text).config
+    return get_recipe(text, pm).config
+
+
+def valid_categories(pm: ModpruneManager | None = None) -> list[str]:
+    """Every category some registered detector can assign, plus ``other``."""
+    return sorted({d.category for d in _detectors(resolve(pm))} | {OTHER})
+
+
+def _detectors(pm: ModpruneManager) -> list[Any]:
+    reg = pm.strategies.detectors
+    return [reg.get(n) for n in reg.list()]
+
+
+def categorize(model: nn.Module, pm: ModpruneManager | None = None) -> Categories:
+    """Categories of every module and parameter of ``model``."""
+    return classify(model, _detectors(resolve(pm)))
+
+
+def _check_categories(config: PruneConfig, pm: ModpruneManager) -> None:
+    valid = valid_categories(pm)
+    named = set(config.category_ratios) | set(config.protect)
+    unknown = sorted(named - set(valid))
+    if unknown:
+        raise ConfigError(
+            f"unknown categories {unknown} in category_ratios/protect; valid: {', '.join(valid)}", unknown
+        )
+
+
+def prune(
+    model: nn.Module,
+    config: PruneConfig,
+    example_inputs: Any = None,
+    *,
+    loss_fn: Callable[[Any], torch.Tensor] | None = None,
+    on_step: StepCallback | None = None,
+    pm: ModpruneManager | None = None,
+) -> PruneReport:
+    """Prune ``model`` in place as ``config`` says and report what changed.
+
+    :param example_inputs: a batch the model accepts; needed for MACs, structured pruning and
+        gradient-based importance.
+    :param loss_fn: maps the model's output to a scalar loss (Taylor importance); default: a
+        label-free proxy (mean squared output).
+    :param on_step: called after each step of an iterative schedule (e.g. to fine-tune).
+    :raises ModpruneError: on bad config or a model that cannot be pruned as asked; the model is
+        left unchanged when validation fails.
+    """
+    if not isinstance(model, nn.Module):
+        raise ModpruneError(f"prune() needs a torch.nn.Module, got {type(model).__name__}", model)
+    if not isinstance(config, PruneConfig):
+        raise ConfigError(f"prune() needs a PruneConfig, got {type(config).__name__}", config)
+    pm = resolve(pm)
+    strategies = pm.strategies
+    pruner = strategies.pruners.get(config.method)
+    importance = strategies.importances.get(config.importance).configure(config.importance_options)
+    if pruner.requires and pruner.requires not in importance.scores:
+        valid = [n for n in strategies.importances.list() if pruner.requires in strategies.importances.get(n).scores]
+        raise ConfigError(
+            f"importance {config.importance!r} does not score {pruner.requires} as pruner {config.method!r} "
+            f"needs; valid: {', '.join(valid)}",
+            config.importance,
+        )
+    _check_categories(config, pm)
+    macs_before = count_macs(model, example_inputs) if example_inputs is not None else None
+    params_before, nonzero_before = count_params(model), count_nonzero(model)
+    categories = categorize(model, pm)
+    table_before = category_table(model, categories)
+    ctx = PruneContext(
+        pm=pm,
+        importance=importance,
+        categories=categories,
+        example_inputs=example_inputs,
+        loss_fn=loss_fn,
+        generator=torch.Generator().manual_seed(config.seed),
+        on_step=on_step,
+    )
+    started = time.perf_counter()
+    pruner.prune(model, config, ctx)
+    seconds = time.perf_counter() - started
+    macs_after = count_macs(model, example_inputs) if example_inputs is not None else None
+    params_after, nonzero_after = count_params(model), count_nonzero(model)
+    report = PruneReport(
+        method=config.method,
+        importance=config.importance,
+        target=config.target,
+        target_kind=config.target_kind,
+        achieved=_achieved(config, params_before, params_after, nonzero_before, nonzero_after, macs_before, macs_after),
+        params_before=params_before,
+        params_after=params_after,
+        nonzero_before=nonzero_before,
+        nonzero_after=nonzero_after,
+        macs_before=macs_before,
+        macs_after=macs_after,
+        seconds=seconds,
+        steps=config.steps,
+        categories=_rows(table_before, category_table(model, categorize(model, pm)), config),
+        notes=ctx.notes,
+        config=config.to_dict(),
+    )
+    log.info("pruned: %s %.4f of %s (target %.4f)", config.method, report.achieved, config.target_kind, config.target)
+    return report
+
+
+def _achieved(
+    config: PruneConfig, p0: int, p1: int, nz0: int, nz1: int, m0: int | None, m1: int | None
+) -> float:
+    if config.target_kind == "macs" and m0:
+        return 1 - (m1 or 0) / m0
+    if config.target_kind == "params" and p0:
+        return 1 - p1 / p0
+    return 1 - nz1 / nz0 if nz0 else 0.0
+
+
+def _rows(before: dict[str, tuple[int, int]], after: dict[str, tuple[int, int]], config: PruneConfig) -> list[CategoryRow]:
+    rows = []
+    for cat in sorted(set(before) | set(after)):
+        p0, nz0 = before.get(cat, (0, 0))
+        p1, nz1 = after.get(cat, (0, 0))
+        rows.append(CategoryRow(cat, p0, p1, nz0, nz1, config.ratio_for(cat), cat in config.protect))
+    return rows

@@ -1,0 +1,33 @@
+"""``modprune plugins``: each plugin, its version and what it registers."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("plugins", help="list plugins and what they register")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from modprune.plugins import default_plugin_manager
+
+    pm = default_plugin_manager()
+    for info in pm.plugin_info.values():
+        kind = "built-in" if info.builtin else "third-party"
+        print(f"{info.name} {info.version} ({kind})")
+        for family, names in sorted(info.registered.items()):
+            print(f"    {family}: {', '.join(names)}")
+        pruners = [t.__name__ for t, _ in pm.strategies.layer_pruners.items() if _owner(pm, info.name, t)]
+        if pruners:
+            print(f"    layer pruners: {', '.join(pruners)}")
+    for name, why in pm.failed_plugins.items():
+        print(f"{name} (skipped: {why})")
+    return 0
+
+
+def _owner(pm: object, plugin_name: str, module_type: type) -> bool:
+    plugin = pm.get_plugin(plugin_name)  # type: ignore[attr-defined]
+    hook = getattr(plugin, "modprune_register_layer_pruners", None)
+    return hook is not None and any(t is module_type for t, _ in hook())

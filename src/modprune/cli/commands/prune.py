@@ -1,0 +1,45 @@
+"""``modprune prune MODEL --recipe NAME|PATH [--target X] -o OUT``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from modprune.cli.common import add_model_args, check_output, example_input, load_model
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("prune", help="prune a model with a recipe and save it")
+    add_model_args(p)
+    p.add_argument("--recipe", required=True, help="recipe name (see `modprune recipes`) or YAML file")
+    p.add_argument("--target", type=float, help="override the recipe's target fraction")
+    p.add_argument("-o", "--output", required=True, help="where to write the pruned model")
+    p.add_argument("--report-json", help="also write the prune report as JSON here")
+    p.add_argument("--force", action="store_true", help="allow the output to replace an existing file")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from modprune import api
+    from modprune.serialization import atomic_path, save
+
+    config = api.load_recipe(args.recipe)
+    if args.target is not None:
+        config = config.replace(target=args.target)
+    out = check_output(args.output, [args.model], force=args.force)
+    if out.exists() and not args.force:
+        from modprune.exceptions import OutputPathError
+
+        raise OutputPathError(f"output {str(out)!r} exists; pass --force to replace it", str(out))
+    if args.report_json:
+        check_output(args.report_json, [args.model], force=args.force)
+    model = load_model(args)
+    report = api.prune(model, config, example_inputs=example_input(args.imgsz))
+    meta = {"recipe": str(args.recipe), "config": config.to_dict(), "report_digest": report.digest()}
+    save(model, out, metadata=meta)
+    if args.report_json:
+        with atomic_path(args.report_json) as tmp:
+            tmp.write_text(json.dumps(report.to_dict(), indent=2))
+    print(report.to_markdown())
+    print(f"\nwrote {out}")
+    return 0

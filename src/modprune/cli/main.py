@@ -1,0 +1,65 @@
+"""Entry point: argument parsing, logging set-up and the error-to-exit-code policy.
+
+Exit codes: 0 success, 2 user error (a :class:`ModpruneError`: bad input, one readable line),
+1 internal error (one line; ``--debug`` shows the traceback).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+from typing import Sequence
+
+from modprune.exceptions import ModpruneError
+
+__all__ = ["main", "build_parser", "COMMANDS"]
+
+#: Subcommand modules; each has ``add_parser(subparsers)`` and ``run(args) -> int``.
+COMMANDS = ("prune", "inspect", "plugins", "recipes")
+
+log = logging.getLogger("modprune.cli")
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # argparse's own usage errors: exit 2, one line
+        self.exit(2, f"modprune: error: {message} (see --help)\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="modprune", description="Prune PyTorch detection models.")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
+    parser.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub.required = True
+    for name in COMMANDS:
+        module = importlib.import_module(f"modprune.cli.commands.{name.replace('-', '_')}")
+        module.add_parser(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    level = logging.DEBUG if args.debug else logging.WARNING if args.quiet else logging.INFO
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    try:
+        return int(args.func(args) or 0)
+    except ModpruneError as exc:
+        if args.debug:
+            raise
+        print(f"modprune: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("modprune: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # anything else is our bug: one line, traceback with --debug
+        if args.debug:
+            raise
+        print(f"modprune: internal error: {type(exc).__name__}: {exc} (rerun with --debug for details)", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,180 @@
+"""Pruning configuration: a frozen dataclass validated at construction, round-tripping to dict/YAML."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import types
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+import yaml
+
+from modprune.exceptions import ConfigError
+
+__all__ = ["PruneConfig", "TARGET_KINDS", "SCOPES"]
+
+#: What ``target`` measures, per method.
+TARGET_KINDS = {
+    "unstructured": ("nonzero",),
+    "structured": ("macs", "params", "channels"),
+}
+#: How widely weights/channels are ranked against each other.
+SCOPES = ("layer", "category", "global")
+
+
+def _frozen_mapping(value: Any, name: str) -> Mapping[str, Any]:
+    if value is None:
+        return types.MappingProxyType({})
+    if not isinstance(value, Mapping):
+        raise ConfigError(f"{name} must be a mapping, got {type(value).__name__}: {value!r}", value)
+    return types.MappingProxyType(dict(value))
+
+
+def _check_fraction(name: str, value: Any, *, upper_inclusive: bool = False) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value):
+        raise ConfigError(f"{name} must be a number in [0, 1), got {value!r}", value)
+    ok = 0 <= value <= 1 if upper_inclusive else 0 <= value < 1
+    if not ok:
+        bound = "[0, 1]" if upper_inclusive else "[0, 1)"
+        raise ConfigError(f"{name} must be in {bound}, got {value!r}", value)
+
+
+@dataclass(frozen=True)
+class PruneConfig:
+    """How to prune a model.
+
+    :param method: pruner name (``unstructured``, ``structured`` or a plugin's).
+    :param target: fraction to remove, in [0, 1). What it measures depends on ``target_kind``.
+    :param target_kind: ``nonzero`` (unstructured: fraction of nonzero parameters set to zero),
+        ``macs``, ``params`` or ``channels`` (structured). ``None`` picks the method's first kind.
+    :param importance: importance metric name (``l1``, ``l2``, ``l1l2``, ``taylor``, ...).
+    :param importance_options: keyword options of the importance (e.g. ``{"alpha": 0.7}``).
+    :param category_ratios: relative pruning ratio per module category. They are scaled together
+        (keeping their proportions, capped at ``max_ratio``) until ``target`` is reached.
+    :param default_ratio: ratio of categories not listed in ``category_ratios``.
+    :param protect: categories left untouched (every parameter inside stays bit-identical).
+    :param scope: ``layer`` (each layer at its category's ratio), ``category`` (rank within a
+        category) or ``global`` (one ranking over every unprotected weight or channel).
+    :param steps: number of pruning steps to reach the target (iterative schedule).
+    :param permanent: unstructured only: bake the zeros into the weights (True) or keep masks as
+        parametrizations that stay applied through fine-tuning (False).
+    :param round_to: structured only: keep channel counts multiples of this.
+    :param max_ratio: cap on any single layer's or category's ratio.
+    :param seed: seeds random choices (random importance, tie-breaking).
+    """
+
+    method: str = "unstructured"
+    target: float = 0.1
+    target_kind: str | None = None
+    importance: str = "l1"
+    importance_options: Mapping[str, Any] = field(default_factory=dict)
+    category_ratios: Mapping[str, float] = field(default_factory=dict)
+    default_ratio: float = 1.0
+    protect: tuple[str, ...] = ()
+    scope: str = "layer"
+    steps: int = 1
+    permanent: bool = True
+    round_to: int | None = None
+    max_ratio: float = 1.0
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        for name in ("method", "importance"):
+            value = getattr(self, name)
+            if not isinstance(value, str) or not value:
+                raise ConfigError(f"{name} must be a non-empty string, got {value!r}", value)
+        _check_fraction("target", self.target)
+        kinds = TARGET_KINDS.get(self.method)
+        if self.target_kind is None and kinds:
+            object.__setattr__(self, "target_kind", kinds[0])
+        if kinds and self.target_kind not in kinds:
+            raise ConfigError(
+                f"target_kind {self.target_kind!r} is not valid for method {self.method!r}; "
+                f"valid: {', '.join(kinds)}",
+                self.target_kind,
+            )
+        object.__setattr__(self, "importance_options", _frozen_mapping(self.importance_options, "importance_options"))
+        ratios = _frozen_mapping(self.category_ratios, "category_ratios")
+        for category, ratio in ratios.items():
+            _check_fraction(f"category_ratios[{category!r}]", ratio)
+        object.__setattr__(self, "category_ratios", ratios)
+        _check_fraction("default_ratio", self.default_ratio, upper_inclusive=True)
+        self._check_protect()
+        if self.scope not in SCOPES:
+            raise ConfigError(f"scope {self.scope!r} is not valid; valid: {', '.join(SCOPES)}", self.scope)
+        self._check_int("steps", self.steps, minimum=1)
+        self._check_int("seed", self.seed, minimum=0)
+        if self.round_to is not None:
+            self._check_int("round_to", self.round_to, minimum=1)
+        if not isinstance(self.permanent, bool):
+            raise ConfigError(f"permanent must be true or false, got {self.permanent!r}", self.permanent)
+        _check_fraction("max_ratio", self.max_ratio, upper_inclusive=True)
+        if self.max_ratio == 0:
+            raise ConfigError("max_ratio must be greater than 0", self.max_ratio)
+
+    def _check_protect(self) -> None:
+        protect = self.protect
+        if isinstance(protect, str):
+            protect = (protect,)
+        if not isinstance(protect, (list, tuple)) or not all(isinstance(c, str) for c in protect):
+            raise ConfigError(f"protect must be a list of category names, got {self.protect!r}", self.protect)
+        object.__setattr__(self, "protect", tuple(protect))
+
+    @staticmethod
+    def _check_int(name: str, value: Any, *, minimum: int) -> None:
+        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+            raise ConfigError(f"{name} must be an integer >= {minimum}, got {value!r}", value)
+
+    # --- conversion ----------------------------------------------------------------------------
+
+    def ratio_for(self, category: str) -> float:
+        """The relative ratio of ``category`` (0 when protected)."""
+        if category in self.protect:
+            return 0.0
+        return float(self.category_ratios.get(category, self.default_ratio))
+
+    def replace(self, **changes: Any) -> PruneConfig:
+        """A copy with ``changes`` applied (validated like a new config)."""
+        data = self.to_dict()
+        data.update(changes)
+        return PruneConfig.from_dict(data)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain-Python dict (YAML/JSON friendly)."""
+        out: dict[str, Any] = {}
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, Mapping):
+                value = dict(value)
+            elif isinstance(value, tuple):
+                value = list(value)
+            out[f.name] = value
+        return out
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> PruneConfig:
+        """Build from a dict; unknown keys raise :class:`ConfigError` listing the valid ones."""
+        if not isinstance(data, Mapping):
+            raise ConfigError(f"a config must be a mapping, got {type(data).__name__}", data)
+        valid = [f.name for f in dataclasses.fields(cls)]
+        unknown = sorted(set(data) - set(valid))
+        if unknown:
+            raise ConfigError(f"unknown config keys: {', '.join(map(str, unknown))}; valid keys: {', '.join(valid)}", unknown)
+        kwargs = dict(data)
+        if "protect" in kwargs and isinstance(kwargs["protect"], list):
+            kwargs["protect"] = tuple(kwargs["protect"])
+        return cls(**kwargs)
+
+    def to_yaml(self) -> str:
+        """YAML text of :meth:`to_dict`."""
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+    @classmethod
+    def from_yaml(cls, text: str) -> PruneConfig:
+        """Parse YAML text produced by :meth:`to_yaml` (or written by hand)."""
+        try:
+            data = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"config is not valid YAML: {exc}", text) from exc
+        return cls.from_dict(data or {})

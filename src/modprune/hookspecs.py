@@ -1,0 +1,148 @@
+"""Every hook modprune calls, in one place, grouped by phase.
+
+A plugin is any module or object with functions named like these and decorated with
+``modprune.hookimpl``. Built-in strategies are registered through exactly these hooks, like
+third-party plugins found through the ``modprune`` entry-point group.
+
+Collection hooks (``modprune_register_*``) return lists; modprune concatenates the lists of every
+plugin. Decision hooks are ``firstresult``: modprune stops at the first non-None result.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import pluggy
+
+if TYPE_CHECKING:  # pragma: no cover
+    from pathlib import Path
+
+    from torch import nn
+
+    from modprune.config import PruneConfig
+    from modprune.detectors.base import Detector
+    from modprune.importance.base import Importance
+    from modprune.pruners.base import Pruner
+    from modprune.recipes import Recipe
+
+PROJECT_NAME = "modprune"
+
+hookspec = pluggy.HookspecMarker(PROJECT_NAME)
+hookimpl = pluggy.HookimplMarker(PROJECT_NAME)
+
+
+# --- Phase 1: registration (called once when a plugin manager is built) ---------------------
+
+
+@hookspec
+def modprune_register_detectors() -> list[Detector]:
+    """Register module detectors.
+
+    :return: a list of :class:`modprune.detectors.Detector`, each a type-based predicate over
+        ``(module, qualified_name)`` that puts matching modules in a category.
+    """
+
+
+@hookspec
+def modprune_register_importances() -> list[Importance]:
+    """Register importance metrics.
+
+    :return: a list of :class:`modprune.importance.Importance` instances (each has a unique
+        ``name`` and declares whether it scores weights, channels or both).
+    """
+
+
+@hookspec
+def modprune_register_pruners() -> list[Pruner]:
+    """Register pruners.
+
+    :return: a list of :class:`modprune.pruners.Pruner` instances, selected by ``PruneConfig.method``.
+    """
+
+
+@hookspec
+def modprune_register_recipes() -> list[Recipe]:
+    """Register named recipes (a name, a description and a :class:`PruneConfig`).
+
+    :return: a list of :class:`modprune.recipes.Recipe`.
+    """
+
+
+@hookspec
+def modprune_register_layer_pruners() -> list[tuple[type, Any]]:
+    """Register torch-pruning layer pruners for custom module types.
+
+    Used by structured pruning, for modules whose parameters torch-pruning cannot slice by itself.
+
+    :return: a list of ``(module_type, pruner)`` pairs, where ``pruner`` is an instance of
+        ``torch_pruning.pruner.function.BasePruningFunc``.
+    """
+
+
+@hookspec
+def modprune_register_safe_globals() -> list[type]:
+    """Register classes that weights-only checkpoint loading may rebuild.
+
+    :return: a list of classes (module types and plain helpers) that modprune's loader adds to
+        ``torch.serialization`` safe globals. Anything not listed needs the user's explicit opt-in.
+    """
+
+
+# --- Phase 2: loading and saving models ------------------------------------------------------
+
+
+@hookspec(firstresult=True)
+def modprune_load_model(path: Path, trust_pickle: bool) -> nn.Module | None:
+    """Load a model file modprune itself does not recognise (e.g. an ultralytics checkpoint or yaml).
+
+    :param path: an existing file.
+    :param trust_pickle: the user explicitly allowed arbitrary pickle code.
+    :return: the model, or None when this plugin does not handle this kind of file.
+        Stops at first non-None result.
+    """
+
+
+@hookspec(firstresult=True)
+def modprune_save_model(model: nn.Module, path: Path, metadata: dict[str, Any]) -> bool | None:
+    """Save a model in a framework-specific format (e.g. an ultralytics checkpoint).
+
+    :param path: the destination (a temporary path; modprune renames it into place).
+    :param metadata: modprune's metadata record, to be stored alongside.
+    :return: True when this plugin wrote the file, None otherwise. Stops at first non-None result.
+    """
+
+
+# --- Phase 3: preparing a model for pruning --------------------------------------------------
+
+
+@hookspec
+def modprune_prepare_model(model: nn.Module, config: PruneConfig) -> None:
+    """Rewrite blocks in place into prunable equivalents with identical outputs.
+
+    Called for every plugin before structured pruning (e.g. split a convolution whose output is
+    ``chunk``-ed into two convolutions). Must not change the model's outputs.
+    """
+
+
+@hookspec
+def modprune_protected_modules(model: nn.Module) -> list[nn.Module]:
+    """Modules that structured pruning must never change (e.g. a detection head's final convs).
+
+    :return: modules whose output channels must stay as they are; their parameters stay untouched.
+    """
+
+
+@hookspec
+def modprune_unwrapped_parameters(model: nn.Module) -> list[tuple[Any, int]]:
+    """Bare ``nn.Parameter`` objects used in forward that structured pruning must slice.
+
+    :return: ``(parameter, channel_dim)`` pairs, as torch-pruning's ``unwrapped_parameters``.
+    """
+
+
+# --- Phase 4: after pruning ------------------------------------------------------------------
+
+
+@hookspec
+def modprune_finalize_model(model: nn.Module) -> None:
+    """Update module attributes after structured pruning (e.g. stored split sizes, widths)."""

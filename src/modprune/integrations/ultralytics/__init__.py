@@ -1,0 +1,1 @@
+"""Ultralytics integration (active only when ultralytics is installed; never imported by the core)."""

@@ -1,0 +1,5 @@
+"""Measurement: parameter and nonzero counts, MACs, file size, latency."""
+
+from modprune.measure.counts import MAC_COUNTER, count_macs, count_nonzero, count_params, file_size
+
+__all__ = ["MAC_COUNTER", "count_macs", "count_nonzero", "count_params", "file_size"]

@@ -1,0 +1,186 @@
+"""Saving and loading whole models, safely.
+
+A modprune file is ``torch.save`` of ``{"modprune_format": 1, "metadata": {...}, "model": module}``.
+Loading uses PyTorch's weights-only unpickler with an allowlist: PyTorch's own layer classes plus
+every class that plugins register through ``modprune_register_safe_globals``. A file that needs
+anything else is refused unless the caller passes ``trust_pickle=True`` (arbitrary code may run).
+Other formats (ultralytics checkpoints, model yamls) are loaded through ``modprune_load_model``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import inspect
+import logging
+import os
+import pickle
+import tempfile
+import zipfile
+from pathlib import Path
+from typing import Any, Iterator, Mapping
+
+import torch
+from torch import nn
+
+from modprune.exceptions import ModelLoadError, ModpruneError, OutputPathError, UnsafeCheckpointError
+from modprune.plugins import ModpruneManager, resolve
+
+__all__ = ["FORMAT_VERSION", "atomic_path", "load", "load_file", "make_metadata", "save", "safe_globals"]
+
+log = logging.getLogger(__name__)
+FORMAT_VERSION = 1
+_YAML_SUFFIXES = (".yaml", ".yml")
+
+
+def _torch_module_classes() -> list[type]:
+    classes = []
+    for _name, obj in inspect.getmembers(nn):
+        if inspect.isclass(obj) and issubclass(obj, nn.Module):
+            classes.append(obj)
+    from torch.nn.utils import parametrize
+
+    classes.append(parametrize.ParametrizationList)
+    return classes
+
+
+def safe_globals(pm: ModpruneManager | None = None) -> list[type]:
+    """Classes the weights-only loader may rebuild: PyTorch layers and every plugin's registrations."""
+    return _torch_module_classes() + list(resolve(pm).strategies.safe_globals)
+
+
+def make_metadata(extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The metadata record stored in every output: modprune version, time, plus ``extra``."""
+    from modprune import __version__
+
+    meta: dict[str, Any] = {
+        "modprune_version": __version__,
+        "torch_version": str(torch.__version__),
+        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+    }
+    meta.update(extra or {})
+    return meta
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike[str], *, overwrite: bool = True) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; on success rename it onto ``path``, else delete it."""
+    path = Path(path)
+    if path.is_dir():
+        raise OutputPathError(f"output {str(path)!r} is a directory; give a file path", str(path))
+    if path.exists() and not overwrite:
+        raise OutputPathError(f"output {str(path)!r} exists; pass overwrite/--force to replace it", str(path))
+    parent = path.parent if str(path.parent) else Path(".")
+    if not parent.is_dir():
+        raise OutputPathError(f"output directory {str(parent)!r} does not exist", str(parent))
+    try:
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=parent)
+    except OSError as exc:
+        raise OutputPathError(f"cannot write to {str(parent)!r}: {exc.strerror}", str(parent)) from None
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def save(
+    model: nn.Module,
+    path: str | os.PathLike[str],
+    *,
+    metadata: Mapping[str, Any] | None = None,
+    overwrite: bool = True,
+    pm: ModpruneManager | None = None,
+) -> Path:
+    """Save ``model`` to ``path`` atomically; :func:`load` returns an equal model.
+
+    Plugins may write their own format (``modprune_save_model``): ultralytics models become
+    ultralytics-style checkpoints that ``YOLO(path)`` loads. Masks kept as parametrizations are
+    baked into the saved weights; the live model keeps its masks.
+    """
+    from modprune.pruners.masks import masks_baked
+
+    if not isinstance(model, nn.Module):
+        raise ModpruneError(f"save() needs a torch.nn.Module, got {type(model).__name__}", model)
+    pm = resolve(pm)
+    meta = make_metadata(metadata)
+    path = Path(path)
+    with atomic_path(path, overwrite=overwrite) as tmp, masks_baked(model):
+        handled = pm.hook.modprune_save_model(model=model, path=tmp, metadata=meta)
+        if not handled:
+            torch.save({"modprune_format": FORMAT_VERSION, "metadata": meta, "model": model}, tmp)
+    log.info("saved %s", path)
+    return path
+
+
+def _check_readable(path: Path) -> None:
+    if not path.exists():
+        raise ModelLoadError(f"model file {str(path)!r} does not exist", str(path))
+    if path.is_dir():
+        raise ModelLoadError(f"{str(path)!r} is a directory; give a model file", str(path))
+
+
+def load_file(path: str | os.PathLike[str], *, trust_pickle: bool = False, pm: ModpruneManager | None = None) -> Any:
+    """``torch.load`` with the weights-only allowlist; refuses other pickles unless trusted.
+
+    :raises UnsafeCheckpointError: the file needs a class outside the allowlist.
+    :raises ModelLoadError: the file is missing, truncated or not a PyTorch file.
+    """
+    path = Path(path)
+    _check_readable(path)
+    try:
+        with torch.serialization.safe_globals(safe_globals(pm)):
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        if not trust_pickle:
+            raise UnsafeCheckpointError(
+                f"{str(path)!r} needs code outside modprune's allowlist to load ({_first_line(exc)}); "
+                "if you trust its source, pass trust_pickle=True (CLI: --trust-pickle)",
+                str(path),
+            ) from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as exc:
+        raise ModelLoadError(
+            f"{str(path)!r} is not a readable PyTorch file (corrupt or truncated?): {_first_line(exc)}", str(path)
+        ) from None
+    log.warning("loading %s with full pickle: its code runs with your permissions", path)
+    try:
+        return torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as exc:  # arbitrary pickles can fail in any way
+        raise ModelLoadError(f"{str(path)!r} could not be loaded: {_first_line(exc)}", str(path)) from None
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    for line in text.splitlines():
+        if "Unsupported global" in line or "GLOBAL" in line:
+            return line.strip()
+    return text.splitlines()[0][:300] if text else type(exc).__name__
+
+
+def load(path: str | os.PathLike[str], *, trust_pickle: bool = False, pm: ModpruneManager | None = None) -> nn.Module:
+    """Load a model: a modprune file, or any format a plugin understands (ultralytics checkpoints
+    and model yamls with the ultralytics integration). Returns an ``nn.Module`` in eval mode.
+    """
+    path = Path(path)
+    _check_readable(path)
+    pm = resolve(pm)
+    if path.suffix.lower() not in _YAML_SUFFIXES:
+        obj = load_file(path, trust_pickle=trust_pickle, pm=pm)
+        if isinstance(obj, dict) and "modprune_format" in obj:
+            model = obj["model"]
+            if not isinstance(model, nn.Module):
+                raise ModelLoadError(f"{str(path)!r} holds no model", str(path))
+            return model.eval()
+        if isinstance(obj, nn.Module):
+            return obj.eval()
+    model = pm.hook.modprune_load_model(path=path, trust_pickle=trust_pickle)
+    if model is None:
+        raise ModelLoadError(
+            f"{str(path)!r} is not a model file modprune or its plugins can read "
+            "(expected a modprune/ultralytics checkpoint or an ultralytics model yaml)",
+            str(path),
+        )
+    return model.eval()
