@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import pkgutil
 import sys
 from typing import Sequence
 
@@ -16,8 +17,9 @@ from modprune.exceptions import ModpruneError
 
 __all__ = ["main", "build_parser", "COMMANDS"]
 
-#: Subcommand modules; each has ``add_parser(subparsers)`` and ``run(args) -> int``.
-COMMANDS = ("prune", "inspect", "plugins", "recipes")
+#: Subcommand modules, in help order; each has ``add_parser(subparsers)`` setting ``func``.
+#: Any other module in ``modprune.cli.commands`` is added after these.
+COMMANDS = ("demo", "prune", "inspect", "compare", "finetune", "data", "plugins", "recipes")
 
 log = logging.getLogger("modprune.cli")
 
@@ -33,10 +35,16 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
-    for name in COMMANDS:
-        module = importlib.import_module(f"modprune.cli.commands.{name.replace('-', '_')}")
-        module.add_parser(sub)
+    for name in _command_modules():
+        importlib.import_module(f"modprune.cli.commands.{name}").add_parser(sub)
     return parser
+
+
+def _command_modules() -> list[str]:
+    from modprune.cli import commands
+
+    found = {m.name for m in pkgutil.iter_modules(commands.__path__) if not m.name.startswith("_")}
+    return [n for n in COMMANDS if n in found] + sorted(found - set(COMMANDS))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
