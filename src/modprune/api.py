@@ -14,8 +14,8 @@ from torch import nn
 from modprune.config import PruneConfig
 from modprune.detectors.base import OTHER
 from modprune.detectors.classify import Categories, classify
-from modprune.exceptions import ConfigError, ModpruneError
-from modprune.measure import count_macs, count_nonzero, count_params
+from modprune.exceptions import ConfigError, ModpruneError, UnsupportedModelError
+from modprune.measure import count_macs
 from modprune.plugins import ModpruneManager, resolve
 from modprune.pruners.base import PruneContext, StepCallback
 from modprune.recipes import Recipe, recipe_from_file
@@ -129,10 +129,7 @@ def prune(
             config.importance,
         )
     _check_categories(config, pm)
-    macs_before = count_macs(model, example_inputs) if example_inputs is not None else None
-    params_before, nonzero_before = count_params(model), count_nonzero(model)
     categories = categorize(model, pm)
-    table_before = category_table(model, categories)
     ctx = PruneContext(
         pm=pm,
         importance=importance,
@@ -142,11 +139,16 @@ def prune(
         generator=torch.Generator().manual_seed(config.seed),
         on_step=on_step,
     )
+    pruner.check(model, config, ctx)  # e.g. an unreachable target: raise before anything changes
+    macs_before = _macs(model, example_inputs)
+    table_before = category_table(model, categories)
+    params_before, nonzero_before = _totals(table_before)
     started = time.perf_counter()
     pruner.prune(model, config, ctx)
     seconds = time.perf_counter() - started
-    macs_after = count_macs(model, example_inputs) if example_inputs is not None else None
-    params_after, nonzero_after = count_params(model), count_nonzero(model)
+    macs_after = _macs(model, example_inputs)
+    table_after = category_table(model, categorize(model, pm))
+    params_after, nonzero_after = _totals(table_after)
     report = PruneReport(
         method=config.method,
         importance=config.importance,
@@ -161,12 +163,35 @@ def prune(
         macs_after=macs_after,
         seconds=seconds,
         steps=config.steps,
-        categories=_rows(table_before, category_table(model, categorize(model, pm)), config),
+        categories=_rows(table_before, table_after, config),
         notes=ctx.notes,
         config=config.to_dict(),
     )
     log.info("pruned: %s %.4f of %s (target %.4f)", config.method, report.achieved, config.target_kind, config.target)
     return report
+
+
+def _totals(table: dict[str, tuple[int, int]]) -> tuple[int, int]:
+    """(params, nonzero) of the whole model from its category table."""
+    return sum(p for p, _ in table.values()), sum(nz for _, nz in table.values())
+
+
+def _macs(model: nn.Module, example_inputs: Any) -> int | None:
+    """MACs of one forward on ``example_inputs`` (None without inputs); a failing forward is the
+    caller's error (inputs the model does not accept), reported as :class:`UnsupportedModelError`."""
+    if example_inputs is None:
+        return None
+    try:
+        return count_macs(model, example_inputs)
+    except ModpruneError:
+        raise
+    except Exception as exc:  # the model's own forward can fail in any way on bad inputs
+        shape = tuple(example_inputs.shape) if isinstance(example_inputs, torch.Tensor) else type(example_inputs).__name__
+        raise UnsupportedModelError(
+            f"the model's forward failed on example_inputs {shape}: {type(exc).__name__}: "
+            f"{' '.join(str(exc).split())[:300]}",
+            model,
+        ) from exc
 
 
 def _achieved(

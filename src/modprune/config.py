@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import types
 from dataclasses import dataclass, field
@@ -85,6 +86,8 @@ class PruneConfig:
             if not isinstance(value, str) or not value:
                 raise ConfigError(f"{name} must be a non-empty string, got {value!r}", value)
         _check_fraction("target", self.target)
+        if self.target_kind is not None and not isinstance(self.target_kind, str):
+            raise ConfigError(f"target_kind must be a string, got {self.target_kind!r}", self.target_kind)
         kinds = TARGET_KINDS.get(self.method)
         if self.target_kind is None and kinds:
             object.__setattr__(self, "target_kind", kinds[0])
@@ -97,11 +100,13 @@ class PruneConfig:
         object.__setattr__(self, "importance_options", _frozen_mapping(self.importance_options, "importance_options"))
         ratios = _frozen_mapping(self.category_ratios, "category_ratios")
         for category, ratio in ratios.items():
+            if not isinstance(category, str) or not category:
+                raise ConfigError(f"category_ratios keys must be category names, got {category!r}", category)
             _check_fraction(f"category_ratios[{category!r}]", ratio)
         object.__setattr__(self, "category_ratios", ratios)
         _check_fraction("default_ratio", self.default_ratio, upper_inclusive=True)
         self._check_protect()
-        if self.scope not in SCOPES:
+        if not isinstance(self.scope, str) or self.scope not in SCOPES:
             raise ConfigError(f"scope {self.scope!r} is not valid; valid: {', '.join(SCOPES)}", self.scope)
         self._check_int("steps", self.steps, minimum=1)
         self._check_int("seed", self.seed, minimum=0)
@@ -114,7 +119,7 @@ class PruneConfig:
             raise ConfigError("max_ratio must be greater than 0", self.max_ratio)
 
     def _check_protect(self) -> None:
-        protect = self.protect
+        protect = () if self.protect is None else self.protect
         if isinstance(protect, str):
             protect = (protect,)
         if not isinstance(protect, (list, tuple)) or not all(isinstance(c, str) for c in protect):
@@ -125,6 +130,9 @@ class PruneConfig:
     def _check_int(name: str, value: Any, *, minimum: int) -> None:
         if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
             raise ConfigError(f"{name} must be an integer >= {minimum}, got {value!r}", value)
+
+    def __hash__(self) -> int:  # the mappings are read-only views, which do not hash themselves
+        return hash(json.dumps(self.to_dict(), sort_keys=True, default=repr))
 
     # --- conversion ----------------------------------------------------------------------------
 
@@ -158,7 +166,7 @@ class PruneConfig:
         if not isinstance(data, Mapping):
             raise ConfigError(f"a config must be a mapping, got {type(data).__name__}", data)
         valid = [f.name for f in dataclasses.fields(cls)]
-        unknown = sorted(set(data) - set(valid))
+        unknown = sorted(set(data) - set(valid), key=str)
         if unknown:
             raise ConfigError(f"unknown config keys: {', '.join(map(str, unknown))}; valid keys: {', '.join(valid)}", unknown)
         kwargs = dict(data)

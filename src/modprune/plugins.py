@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import difflib
 import functools
 import importlib
 import importlib.metadata
@@ -74,8 +75,24 @@ _FAMILIES: tuple[tuple[str, str], ...] = (
 )
 
 
+def _family_types() -> dict[str, type]:
+    """The class every item of each family must be an instance of (imported lazily)."""
+    from modprune.detectors.base import Detector
+    from modprune.importance.base import Importance
+    from modprune.pruners.base import Pruner
+    from modprune.recipes import Recipe
+
+    return {"detectors": Detector, "importances": Importance, "pruners": Pruner, "recipes": Recipe}
+
+
 class ModpruneManager(pluggy.PluginManager):
-    """A pluggy manager that also builds modprune's strategy registries from the plugins."""
+    """A pluggy manager that also builds modprune's strategy registries from the plugins.
+
+    Registries are filled in plugin registration order (built-ins first), so when a third-party
+    plugin reuses a built-in name it is the third-party entry that is skipped (with a warning; an
+    error under ``strict``). A third-party plugin whose registration hook raises or returns
+    something of the wrong type is skipped the same way and listed in ``failed_plugins``.
+    """
 
     def __init__(self) -> None:
         super().__init__(hookspecs.PROJECT_NAME)
@@ -83,44 +100,117 @@ class ModpruneManager(pluggy.PluginManager):
         self.plugin_info: dict[str, PluginInfo] = {}
         self.failed_plugins: dict[str, str] = {}
         self.strict = False
+        #: Plugin names whose failures raise instead of being skipped.
+        self.required: set[str] = set()
+
+    def register(self, plugin: Any, name: str | None = None) -> str | None:
+        """pluggy's ``register``; also drops the cached registries."""
+        self.__dict__.pop("strategies", None)
+        return super().register(plugin, name)
+
+    def unregister(self, plugin: Any = None, name: str | None = None) -> Any:
+        """pluggy's ``unregister``; also drops the cached registries."""
+        self.__dict__.pop("strategies", None)
+        return super().unregister(plugin, name)
 
     def register_plugin(self, plugin: Any, name: str, *, version: str = "", builtin: bool = False) -> None:
-        """Register ``plugin`` and record its version; drops the cached registries."""
-        self.register(plugin, name=name)
+        """Register ``plugin`` and record its version.
+
+        :raises ModpruneError: the plugin has a hook implementation modprune does not define (a
+            misspelt hook name) or one whose arguments do not match the hook; it is not registered.
+        """
+        try:
+            self.register(plugin, name=name)
+        except pluggy.PluginValidationError as exc:
+            raise ModpruneError(f"plugin {name!r} is invalid: {exc}", obj=name) from exc
+        unknown = self.unknown_hooks(plugin)
+        if unknown:
+            self.unregister(plugin)
+            valid = [n for n in dir(hookspecs) if n.startswith("modprune_")]
+            hints = [f"{u!r} (did you mean {m[0]!r}?)" if (m := difflib.get_close_matches(u, valid, 1)) else repr(u)
+                     for u in unknown]
+            raise ModpruneError(f"plugin {name!r} implements unknown hooks: {', '.join(hints)}", obj=name)
         self.plugin_info[name] = PluginInfo(name=name, version=version, builtin=builtin)
-        self.__dict__.pop("strategies", None)
+
+    def unknown_hooks(self, plugin: Any) -> list[str]:
+        """Names of ``plugin``'s hook implementations that match no hookspec (typos)."""
+        names = []
+        for caller in self.get_hookcallers(plugin) or []:
+            if not caller.has_spec() and any(i.plugin is plugin and not i.optionalhook for i in caller.get_hookimpls()):
+                names.append(caller.name)
+        return sorted(names)
 
     @functools.cached_property
     def strategies(self) -> Strategies:
         """Registries built from every registered plugin (cached until a plugin is added)."""
         registries = {family: Registry(family[:-1]) for family, _ in _FAMILIES}
+        types = _family_types()
         for family, hook_name in _FAMILIES:
-            self._collect(registries[family], hook_name)
+            self._collect(registries[family], hook_name, types[family])
         layer_pruners: dict[type, Any] = {}
-        for _plugin, pairs in self._results("modprune_register_layer_pruners"):
-            for module_type, pruner in pairs:
-                layer_pruners[module_type] = pruner
+        for plugin_name, pairs in self._results("modprune_register_layer_pruners"):
+            for pair in pairs:
+                if not (isinstance(pair, (tuple, list)) and len(pair) == 2 and isinstance(pair[0], type)):
+                    self._fail(plugin_name, ModpruneError(
+                        f"plugin {plugin_name!r}: modprune_register_layer_pruners returned {pair!r}, "
+                        "not a (module_type, pruner) pair", obj=plugin_name))
+                    continue
+                if pair[0] in layer_pruners:
+                    self._fail(plugin_name, DuplicateStrategyError(
+                        f"layer pruner for {pair[0].__name__} registered by {plugin_name} is already registered",
+                        obj=pair[0]))
+                    continue
+                layer_pruners[pair[0]] = pair[1]
         safe: list[type] = []
-        for _plugin, classes in self._results("modprune_register_safe_globals"):
-            safe.extend(c for c in classes if c not in safe)
+        for plugin_name, classes in self._results("modprune_register_safe_globals"):
+            for c in classes:
+                if not callable(c):
+                    self._fail(plugin_name, ModpruneError(
+                        f"plugin {plugin_name!r}: modprune_register_safe_globals returned {c!r}, not a class",
+                        obj=plugin_name))
+                elif c not in safe:
+                    safe.append(c)
         return Strategies(layer_pruners=layer_pruners, safe_globals=safe, **registries)
 
-    def _results(self, hook_name: str) -> Iterable[tuple[str, list[Any]]]:
-        """(plugin name, returned list) for each implementation of a collection hook."""
-        for impl in reversed(getattr(self.hook, hook_name).get_hookimpls()):
-            yield impl.plugin_name, list(impl.function() or [])
+    def _fail(self, plugin_name: str, error: ModpruneError) -> None:
+        """Raise ``error`` for built-in plugins or under ``strict``; else warn and skip the item."""
+        info = self.plugin_info.get(plugin_name)
+        if self.strict or plugin_name in self.required or (info is not None and info.builtin):
+            raise error
+        log.warning("skipping part of plugin %s: %s", plugin_name, error)
+        self.failed_plugins.setdefault(plugin_name, str(error))
 
-    def _collect(self, registry: Registry[Any], hook_name: str) -> None:
+    def _results(self, hook_name: str) -> Iterable[tuple[str, list[Any]]]:
+        """(plugin name, returned list) for each implementation of a collection hook, in plugin
+        registration order (built-ins first). A raising implementation is reported by :meth:`_fail`."""
+        order = {name: i for i, (name, _) in enumerate(self.list_name_plugin())}
+        impls = getattr(self.hook, hook_name).get_hookimpls()
+        for impl in sorted(impls, key=lambda i: order.get(i.plugin_name, len(order))):
+            try:
+                result = impl.function()
+                items = list(result or [])
+            except Exception as exc:  # a third-party plugin may fail in any way
+                error = ModpruneError(
+                    f"plugin {impl.plugin_name!r}: {hook_name} raised {type(exc).__name__}: {exc}", obj=impl.plugin_name
+                )
+                error.__cause__ = exc
+                self._fail(impl.plugin_name, error)
+                continue
+            yield impl.plugin_name, items
+
+    def _collect(self, registry: Registry[Any], hook_name: str, expected: type) -> None:
         for plugin_name, items in self._results(hook_name):
             info = self.plugin_info.get(plugin_name)
             for item in items:
+                if not isinstance(item, expected):
+                    self._fail(plugin_name, ModpruneError(
+                        f"plugin {plugin_name!r}: {hook_name} returned {item!r}, not a {expected.__name__}",
+                        obj=plugin_name))
+                    continue
                 try:
                     registry.register(item.name, item, source=plugin_name)
                 except DuplicateStrategyError as exc:
-                    if self.strict or (info is not None and info.builtin):
-                        raise
-                    log.warning("skipping a %s from plugin %s: %s", registry.family, plugin_name, exc)
-                    self.failed_plugins.setdefault(plugin_name, str(exc))
+                    self._fail(plugin_name, exc)
                     continue
                 if info is not None:
                     info.registered.setdefault(registry.family, []).append(item.name)
@@ -151,6 +241,7 @@ def get_plugin_manager(
     """
     pm = ModpruneManager()
     pm.strict = strict
+    pm.required = set(required)
     for module_name, needs in BUILTIN_PLUGINS:
         if needs is not None and importlib.util.find_spec(needs) is None:
             continue
@@ -159,7 +250,11 @@ def get_plugin_manager(
     if entry_points:
         _load_entry_points(pm, set(required), strict)
     for plugin in plugins:
+        if pm.is_registered(plugin):  # e.g. also installed through its entry point
+            continue
         name = getattr(plugin, "__name__", None) or type(plugin).__name__
+        if pm.has_plugin(name):
+            name = f"{name}@{id(plugin):x}"
         pm.register_plugin(plugin, name, version=getattr(plugin, "__version__", ""))
     pm.check_pending()
     if strict and pm.failed_plugins:

@@ -8,6 +8,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+import torch
 from torch import nn
 
 from modprune.detectors.classify import Categories
@@ -35,13 +36,14 @@ class CategoryRow:
         return 1 - self.nonzero_after / self.nonzero_before if self.nonzero_before else 0.0
 
 
+@torch.no_grad()
 def category_table(model: nn.Module, categories: Categories) -> dict[str, tuple[int, int]]:
     """``{category: (params, nonzero)}`` for ``model`` as the forward sees it."""
     out: dict[str, tuple[int, int]] = {}
     for name, tensor in effective_parameters(model):
         cat = categories.params.get(name) or categories.params.get(_original(name), "other")
         p, nz = out.get(cat, (0, 0))
-        out[cat] = (p + tensor.numel(), nz + int(tensor.count_nonzero()))
+        out[cat] = (p + tensor.numel(), nz + int(torch.count_nonzero(tensor)))
     return out
 
 

@@ -15,6 +15,7 @@ import inspect
 import logging
 import os
 import pickle
+import re
 import tempfile
 import zipfile
 from pathlib import Path
@@ -23,7 +24,13 @@ from typing import Any, Iterator, Mapping
 import torch
 from torch import nn
 
-from modprune.exceptions import ModelLoadError, ModpruneError, OutputPathError, UnsafeCheckpointError
+from modprune.exceptions import (
+    ModelLoadError,
+    ModpruneError,
+    OutputPathError,
+    UnsafeCheckpointError,
+    UnsupportedModelError,
+)
 from modprune.plugins import ModpruneManager, resolve
 
 __all__ = ["FORMAT_VERSION", "atomic_path", "load", "load_file", "make_metadata", "save", "safe_globals"]
@@ -81,10 +88,20 @@ def atomic_path(path: str | os.PathLike[str], *, overwrite: bool = True) -> Iter
     tmp = Path(tmp_name)
     try:
         yield tmp
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600 files; give the usual permissions
         os.replace(tmp, path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise OutputPathError(f"cannot write {str(path)!r}: {exc.strerror or exc}", str(path)) from exc
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def save(
@@ -111,7 +128,12 @@ def save(
     with atomic_path(path, overwrite=overwrite) as tmp, masks_baked(model):
         handled = pm.hook.modprune_save_model(model=model, path=tmp, metadata=meta)
         if not handled:
-            torch.save({"modprune_format": FORMAT_VERSION, "metadata": meta, "model": model}, tmp)
+            try:
+                torch.save({"modprune_format": FORMAT_VERSION, "metadata": meta, "model": model}, tmp)
+            except (pickle.PicklingError, AttributeError, TypeError) as exc:  # e.g. a lambda attribute
+                raise UnsupportedModelError(
+                    f"the model cannot be saved: {type(exc).__name__}: {_first_line(exc)}", model
+                ) from exc
     log.info("saved %s", path)
     return path
 
@@ -131,17 +153,23 @@ def load_file(path: str | os.PathLike[str], *, trust_pickle: bool = False, pm: M
     """
     path = Path(path)
     _check_readable(path)
+    _check_zip_integrity(path)
     try:
         with torch.serialization.safe_globals(safe_globals(pm)):
             return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
+        needed = _unsupported_global(exc)
+        if needed is None:  # not a class problem: a pickle stream that is not a PyTorch file
+            raise ModelLoadError(f"{str(path)!r} is not a PyTorch/modprune model file", str(path)) from None
         if not trust_pickle:
             raise UnsafeCheckpointError(
-                f"{str(path)!r} needs code outside modprune's allowlist to load ({_first_line(exc)}); "
+                f"{str(path)!r} needs {needed}, which is outside modprune's allowlist of classes; "
                 "if you trust its source, pass trust_pickle=True (CLI: --trust-pickle)",
                 str(path),
             ) from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as exc:
+    except MemoryError:
+        raise
+    except Exception as exc:  # the weights-only unpickler is safe; any failure means a bad file
         raise ModelLoadError(
             f"{str(path)!r} is not a readable PyTorch file (corrupt or truncated?): {_first_line(exc)}", str(path)
         ) from None
@@ -149,15 +177,43 @@ def load_file(path: str | os.PathLike[str], *, trust_pickle: bool = False, pm: M
     try:
         return torch.load(path, map_location="cpu", weights_only=False)
     except Exception as exc:  # arbitrary pickles can fail in any way
-        raise ModelLoadError(f"{str(path)!r} could not be loaded: {_first_line(exc)}", str(path)) from None
+        raise _TrustedLoadError(f"{str(path)!r} could not be loaded: {_first_line(exc)}", str(path)) from None
+
+
+class _TrustedLoadError(ModelLoadError):
+    """A PyTorch file failed to unpickle even with full pickle: no other reader can do better."""
+
+
+def _check_zip_integrity(path: Path) -> None:
+    """Verify the CRC-32 of every record of a (zip-based) PyTorch file.
+
+    PyTorch does not check them when loading, so bytes flipped inside a tensor would otherwise load
+    silently as wrong weights.
+    """
+    try:
+        if not zipfile.is_zipfile(path):
+            return  # legacy or not a PyTorch file: torch.load reports it
+        with zipfile.ZipFile(path) as archive:
+            bad = archive.testzip()
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, EOFError, ValueError, NotImplementedError) as exc:
+        raise ModelLoadError(f"{str(path)!r} is corrupt or truncated: {_first_line(exc)}", str(path)) from None
+    if bad is not None:
+        raise ModelLoadError(f"{str(path)!r} is corrupt: checksum mismatch in record {bad!r}", str(path))
+
+
+def _unsupported_global(exc: BaseException) -> str | None:
+    """The class a weights-only load refused (``'module.Class'``), or None for other failures."""
+    match = re.search(r"Unsupported global: GLOBAL (\S+)", str(exc))
+    return match.group(1) if match else None
 
 
 def _first_line(exc: BaseException) -> str:
+    """A short one-line reason: the first sentence of the first line of the message."""
     text = str(exc).strip()
-    for line in text.splitlines():
-        if "Unsupported global" in line or "GLOBAL" in line:
-            return line.strip()
-    return text.splitlines()[0][:300] if text else type(exc).__name__
+    if not text:
+        return type(exc).__name__
+    line = text.splitlines()[0]
+    return line.split(". ")[0].rstrip(".")[:200]
 
 
 def load(path: str | os.PathLike[str], *, trust_pickle: bool = False, pm: ModpruneManager | None = None) -> nn.Module:
@@ -165,19 +221,44 @@ def load(path: str | os.PathLike[str], *, trust_pickle: bool = False, pm: Modpru
     and model yamls with the ultralytics integration). Returns an ``nn.Module`` in eval mode.
     """
     path = Path(path)
-    _check_readable(path)
+    is_yaml = path.suffix.lower() in _YAML_SUFFIXES
+    if not (is_yaml and path.parent == Path(".") and not path.exists()):
+        _check_readable(path)  # a bare yaml name may be a config a plugin ships
     pm = resolve(pm)
-    if path.suffix.lower() not in _YAML_SUFFIXES:
-        obj = load_file(path, trust_pickle=trust_pickle, pm=pm)
+    error: ModelLoadError | None = None  # why modprune itself cannot read the file, if it cannot
+    if path.suffix.lower() not in _YAML_SUFFIXES or zipfile.is_zipfile(path):  # save() accepts any name
+        try:
+            obj = load_file(path, trust_pickle=trust_pickle, pm=pm)
+        except _TrustedLoadError:
+            raise
+        except ModelLoadError as exc:  # maybe a plugin's format: plugins get their turn below
+            error, obj = exc, None
         if isinstance(obj, dict) and "modprune_format" in obj:
-            model = obj["model"]
+            version = obj["modprune_format"]
+            if not isinstance(version, int) or version > FORMAT_VERSION:
+                raise ModelLoadError(
+                    f"{str(path)!r} has modprune format {version!r}; this modprune reads format "
+                    f"{FORMAT_VERSION} and older: upgrade modprune",
+                    str(path),
+                )
+            model = obj.get("model")
             if not isinstance(model, nn.Module):
                 raise ModelLoadError(f"{str(path)!r} holds no model", str(path))
             return model.eval()
         if isinstance(obj, nn.Module):
             return obj.eval()
-    model = pm.hook.modprune_load_model(path=path, trust_pickle=trust_pickle)
-    if model is None:
+    try:
+        model = pm.hook.modprune_load_model(path=path, trust_pickle=trust_pickle)
+    except ModpruneError:
+        raise
+    except Exception as exc:  # a plugin's reader failing on a file it claimed: a bad file
+        raise ModelLoadError(
+            f"{str(path)!r} could not be read: {type(exc).__name__}: {_first_line(exc)}", str(path)
+        ) from exc
+    if not isinstance(model, nn.Module):
+        if error is not None:
+            raise error
+        _check_readable(path)
         raise ModelLoadError(
             f"{str(path)!r} is not a model file modprune or its plugins can read "
             "(expected a modprune/ultralytics checkpoint or an ultralytics model yaml)",

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import importlib.util
 import logging
 import pkgutil
+import re
 import sys
 from typing import Sequence
 
@@ -36,8 +38,24 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
     for name in _command_modules():
-        importlib.import_module(f"modprune.cli.commands.{name}").add_parser(sub)
+        try:
+            importlib.import_module(f"modprune.cli.commands.{name}").add_parser(sub)
+        except Exception as exc:  # one broken command must not take the others down
+            _add_broken(sub, name, exc)
     return parser
+
+
+def _add_broken(sub: argparse._SubParsersAction, name: str, error: Exception) -> None:
+    """A stand-in for a command whose module failed to import: running it reports the failure."""
+    if name in sub.choices:  # the module failed after adding its parser
+        del sub.choices[name]
+    p = sub.add_parser(name, help=f"(unavailable: {type(error).__name__})", add_help=False)
+    p.add_argument("rest", nargs=argparse.REMAINDER)
+
+    def run(_args: argparse.Namespace) -> int:
+        raise RuntimeError(f"command {name!r} failed to load: {type(error).__name__}: {error}") from error
+
+    p.set_defaults(func=run)
 
 
 def _command_modules() -> list[str]:
@@ -47,17 +65,26 @@ def _command_modules() -> list[str]:
     return [n for n in COMMANDS if n in found] + sorted(found - set(COMMANDS))
 
 
+def _offline_ultralytics() -> None:
+    """Before any plugin imports ultralytics: no update checks, font downloads or auto-installs."""
+    if importlib.util.find_spec("ultralytics") is not None:
+        from modprune.integrations.ultralytics.offline import ensure_offline
+
+        ensure_offline()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     level = logging.DEBUG if args.debug else logging.WARNING if args.quiet else logging.INFO
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    _offline_ultralytics()
     try:
         return int(args.func(args) or 0)
     except ModpruneError as exc:
         if args.debug:
             raise
-        print(f"modprune: error: {exc}", file=sys.stderr)
+        print(f"modprune: error: {_one_line(exc)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("modprune: interrupted", file=sys.stderr)
@@ -65,8 +92,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as exc:  # anything else is our bug: one line, traceback with --debug
         if args.debug:
             raise
-        print(f"modprune: internal error: {type(exc).__name__}: {exc} (rerun with --debug for details)", file=sys.stderr)
+        print(
+            f"modprune: internal error: {type(exc).__name__}: {_one_line(exc)} (rerun with --debug for details)",
+            file=sys.stderr,
+        )
         return 1
+
+
+def _one_line(exc: BaseException) -> str:
+    """The message on one line (some libraries put newlines and ANSI codes in theirs)."""
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(exc))
+    return " ".join(text.split()) or type(exc).__name__
 
 
 if __name__ == "__main__":  # pragma: no cover

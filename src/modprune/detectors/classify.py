@@ -9,6 +9,7 @@ from typing import Iterable
 from torch import nn
 
 from modprune.detectors.base import OTHER, Detector
+from modprune.exceptions import UnsupportedModelError
 
 __all__ = ["Categories", "classify"]
 
@@ -47,7 +48,17 @@ class Categories:
 def _best_own(module: nn.Module, name: str, detectors: Iterable[Detector]) -> Detector | None:
     best: Detector | None = None
     for det in detectors:
-        if (best is None or det.priority > best.priority) and det.matches(module, name):
+        if best is not None and det.priority <= best.priority:
+            continue
+        try:
+            hit = det.matches(module, name)
+        except Exception as exc:  # a plugin's predicate failing on an unexpected module
+            raise UnsupportedModelError(
+                f"detector {det.name!r} failed on module {name or '<root>'!r} ({type(module).__name__}): "
+                f"{type(exc).__name__}: {exc}",
+                module,
+            ) from exc
+        if hit:
             best = det
     return best
 

@@ -10,17 +10,28 @@ from modprune.exceptions import UnreachableTargetError
 __all__ = ["allocate"]
 
 
-def allocate(sizes: Mapping[str, int], ratios: Mapping[str, float], want: int, cap: float = 1.0) -> dict[str, int]:
+def allocate(
+    sizes: Mapping[str, int],
+    ratios: Mapping[str, float],
+    want: int,
+    cap: float = 1.0,
+    limits: Mapping[str, int] | None = None,
+) -> dict[str, int]:
     """How many elements to remove from each group so that the total is exactly ``want``.
 
     Group ``g`` loses about ``min(cap, s * ratios[g]) * sizes[g]``, with one scale ``s`` found by
     bisection, so the ratios keep their proportions until a group hits ``cap``; what a capped group
     cannot take is redistributed to the others. Rounding is settled by largest remainder.
 
-    :raises UnreachableTargetError: when even every group at ``cap`` removes fewer than ``want``.
+    :param limits: the most each group may lose (default ``floor(cap * sizes[g])``); a group's
+        limit should not exceed ``cap * sizes[g]``.
+    :raises UnreachableTargetError: when even every group at its limit removes fewer than ``want``.
     """
     active = {g: r for g, r in ratios.items() if r > 0 and sizes.get(g, 0) > 0}
-    limits = {g: math.floor(cap * sizes[g]) for g in active}
+    if limits is None:
+        limits = {g: math.floor(cap * sizes[g]) for g in active}
+    else:
+        limits = {g: min(int(limits[g]), sizes[g]) for g in active}
     if want <= 0:
         return {g: 0 for g in sizes}
     if sum(limits.values()) < want:

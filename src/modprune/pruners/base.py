@@ -50,12 +50,20 @@ class Pruner(ABC):
     """A pruning method, selected by ``PruneConfig.method``.
 
     ``requires`` says what the importance must score (``"weights"`` or ``"channels"``).
-    :meth:`prune` changes ``model`` in place to meet ``config.target``.
+    :meth:`check` validates without changing anything; :meth:`prune` changes ``model`` in place
+    to meet ``config.target``.
     """
 
     name: ClassVar[str] = ""
     requires: ClassVar[str] = ""
     description: ClassVar[str] = ""
+
+    def check(self, model: nn.Module, config: PruneConfig, ctx: PruneContext) -> None:
+        """Raise a :class:`~modprune.ModpruneError` if ``config`` cannot be applied to ``model``.
+
+        Called by :func:`modprune.prune` before anything changes (the default accepts everything).
+        Must not modify the model.
+        """
 
     @abstractmethod
     def prune(self, model: nn.Module, config: PruneConfig, ctx: PruneContext) -> None:

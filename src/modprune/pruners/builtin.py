@@ -5,12 +5,13 @@ from __future__ import annotations
 from modprune.hookspecs import hookimpl
 from modprune.pruners.base import Pruner
 from modprune.pruners.masks import WeightMask
+from modprune.pruners.structured import StructuredPruner
 from modprune.pruners.unstructured import UnstructuredPruner
 
 
 @hookimpl
 def modprune_register_pruners() -> list[Pruner]:
-    return [UnstructuredPruner()]
+    return [UnstructuredPruner(), StructuredPruner()]
 
 
 @hookimpl

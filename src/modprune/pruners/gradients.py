@@ -38,10 +38,28 @@ def compute_gradients(model: nn.Module, example_inputs: Any, loss_fn: Callable[[
     was_training = model.training
     model.eval()
     model.zero_grad(set_to_none=True)
+    frozen = [p for p in model.parameters() if not p.requires_grad]
+    for p in frozen:  # e.g. a checkpoint loaded for inference: gradients are needed for scoring
+        p.requires_grad_(True)
     try:
         with torch.enable_grad():
             output = call_model(model, example_inputs)
             loss = (loss_fn or default_loss)(output)
+            if not isinstance(loss, torch.Tensor) or loss.numel() != 1 or not loss.requires_grad:
+                raise ConfigError(
+                    f"loss_fn must return a differentiable scalar tensor, got {_describe(loss)}", loss
+                )
             loss.backward()
     finally:
+        for p in frozen:
+            p.requires_grad_(False)
         model.train(was_training)
+    for p in model.parameters():  # parameters the loss does not reach score zero, not "no gradient"
+        if p.grad is None:
+            p.grad = torch.zeros_like(p)
+
+
+def _describe(value: Any) -> str:
+    if isinstance(value, torch.Tensor):
+        return f"a tensor of shape {tuple(value.shape)}" + ("" if value.requires_grad else " without grad")
+    return type(value).__name__

@@ -42,7 +42,7 @@ def recipe_from_dict(data: Mapping[str, Any], *, source: str = "") -> Recipe:
     if "config" not in data:  # a bare PruneConfig mapping
         name = Path(source).stem if source else "custom"
         return Recipe(name, "", PruneConfig.from_dict(data), source)
-    unknown = sorted(set(data) - set(_RECIPE_KEYS))
+    unknown = sorted(set(data) - set(_RECIPE_KEYS), key=str)
     if unknown:
         raise ConfigError(f"unknown recipe keys{where}: {unknown}; valid: {', '.join(_RECIPE_KEYS)}", unknown)
     name = data.get("name") or (Path(source).stem if source else "")
@@ -66,5 +66,8 @@ def recipe_from_file(path: str | os.PathLike[str]) -> Recipe:
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except (yaml.YAMLError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"recipe file {str(path)!r} is not valid YAML: {exc}", str(path)) from None
+        reason = " ".join(str(exc).split())
+        raise ConfigError(f"recipe file {str(path)!r} is not valid YAML: {reason}", str(path)) from None
+    except OSError as exc:
+        raise ConfigError(f"recipe file {str(path)!r} cannot be read: {exc.strerror or exc}", str(path)) from None
     return recipe_from_dict(data, source=str(path))

@@ -25,10 +25,13 @@ def run(args: argparse.Namespace) -> int:
     modules = Counter(categories.modules.values())
     total = count_params(model)
     rows = [
-        (cat, modules.get(cat, 0), f"{p:,}", f"{100 * p / total:.1f}%", f"{1 - nz / p if p else 0:.2%}")
+        (cat, modules.get(cat, 0), f"{p:,}", f"{100 * p / total if total else 0:.1f}%", f"{1 - nz / p if p else 0:.2%}")
         for cat, (p, nz) in sorted(table.items())
     ]
     print(render_table(("category", "modules", "params", "share", "zeros"), rows))
-    macs = count_macs(model, example_input(args.imgsz))
-    print(f"\nparams {total:,}  nonzero {count_nonzero(model):,}  MACs@{args.imgsz} {macs / 1e9:.3f} G ({MAC_COUNTER})")
+    try:
+        macs = f"{count_macs(model, example_input(args.imgsz)) / 1e9:.3f} G ({MAC_COUNTER})"
+    except Exception as exc:  # a model that does not take a 3-channel square image: still inspectable
+        macs = f"n/a (forward on a 1x3x{args.imgsz}x{args.imgsz} input failed: {type(exc).__name__})"
+    print(f"\nparams {total:,}  nonzero {count_nonzero(model):,}  MACs@{args.imgsz} {macs}")
     return 0

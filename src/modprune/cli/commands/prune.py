@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 
-from modprune.cli.common import add_model_args, check_output, example_input, load_model
+from modprune.cli.common import add_model_args, check_output, example_input, load_model, same_file
+from modprune.exceptions import OutputPathError
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -27,11 +28,10 @@ def run(args: argparse.Namespace) -> int:
     if args.target is not None:
         config = config.replace(target=args.target)
     out = check_output(args.output, [args.model], force=args.force)
-    if out.exists() and not args.force:
-        from modprune.exceptions import OutputPathError
-
-        raise OutputPathError(f"output {str(out)!r} exists; pass --force to replace it", str(out))
     if args.report_json:
+        if same_file(args.report_json, out):
+            raise OutputPathError(f"--report-json {args.report_json!r} is the model output; choose another path",
+                                  args.report_json)
         check_output(args.report_json, [args.model], force=args.force)
     model = load_model(args)
     report = api.prune(model, config, example_inputs=example_input(args.imgsz))

@@ -1,5 +1,106 @@
 """The built-in ultralytics plugin: detectors, model preparation, loading and saving.
 
 Registered only when ultralytics is installed. Importing this module does not import
-ultralytics; each hook does so when called.
+ultralytics; each hook does so when called (model hooks only once ultralytics is already in
+``sys.modules``, since a model cannot hold ultralytics modules before that). Building a plugin
+manager calls :func:`modprune_register_safe_globals`, which imports ultralytics' ``nn`` package
+(the weights-only allowlist needs the class objects).
+
+What the hooks do:
+
+* detectors: ``detect_head`` (Detect and subclasses, head priority), ``attention`` (Attention, AAttn,
+  PSABlock, ABlock, MaxSigmoidAttnBlock, block priority), ``dfl``;
+* ``modprune_prepare_model``: C2f / C3k2 / C2 / C2PSA / PSA / RepNCSPELAN4 / ELAN1 become split blocks
+  with identical outputs (:mod:`~modprune.integrations.ultralytics.rewrite`);
+* ``modprune_protected_modules``: each head branch's final conv (4 * reg_max box bins, nc classes, mask
+  / keypoint / angle outputs), DFL, the mask prototypes' last conv, and attention modules (their
+  channels are reshaped into heads, which torch-pruning cannot slice consistently; building a group
+  through yolo11's C2PSA attention also ran away in memory);
+* ``modprune_unwrapped_parameters``: A2C2f's residual ``gamma`` (one value per output channel);
+* ``modprune_finalize_model``: refresh the split blocks' stored widths;
+* ``modprune_load_model`` / ``modprune_save_model``: checkpoints and yamls
+  (:mod:`~modprune.integrations.ultralytics.checkpoint`).
 """
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+from modprune.config import PruneConfig
+from modprune.detectors.base import Detector
+from modprune.hookspecs import hookimpl
+from modprune.integrations.ultralytics import checkpoint, detectors
+from modprune.integrations.ultralytics.blocks import SplitBlock
+
+log = logging.getLogger(__name__)
+
+
+@hookimpl
+def modprune_register_detectors() -> list[Detector]:
+    return detectors.detectors()
+
+
+@hookimpl
+def modprune_register_safe_globals() -> list[type]:
+    return checkpoint.safe_classes()
+
+
+@hookimpl
+def modprune_prepare_model(model: nn.Module, config: PruneConfig) -> None:
+    if "ultralytics" not in sys.modules:
+        return
+    from modprune.integrations.ultralytics.rewrite import rewrite_blocks  # noqa: PLC0415
+
+    done = rewrite_blocks(model)
+    if done:
+        log.info("rewrote %d ultralytics blocks into split blocks (same outputs)", len(done))
+
+
+@hookimpl
+def modprune_protected_modules(model: nn.Module) -> list[nn.Module]:
+    protected = detectors.protected_modules(model)
+    attention = detectors.attention_modules(model)
+    if attention:
+        log.info(
+            "protecting %d ultralytics attention modules (heads reshaped from channels cannot be channel-pruned)",
+            len(attention),
+        )
+    return protected
+
+
+@hookimpl
+def modprune_unwrapped_parameters(model: nn.Module) -> list[tuple[Any, int]]:
+    if "ultralytics" not in sys.modules:
+        return []
+    from ultralytics.nn.modules.block import A2C2f  # noqa: PLC0415
+
+    return [
+        (m.gamma, 0)
+        for m in model.modules()
+        if isinstance(m, A2C2f) and isinstance(getattr(m, "gamma", None), nn.Parameter)
+    ]
+
+
+@hookimpl
+def modprune_finalize_model(model: nn.Module) -> None:
+    for module in model.modules():
+        if isinstance(module, SplitBlock):
+            module.update_widths()
+
+
+@hookimpl
+def modprune_load_model(path: Path, trust_pickle: bool) -> nn.Module | None:
+    return checkpoint.load_model(path, trust_pickle)
+
+
+@hookimpl
+def modprune_save_model(model: nn.Module, path: Path, metadata: dict[str, Any]) -> bool | None:
+    if not checkpoint.is_ultralytics_model(model):
+        return None
+    checkpoint.save_checkpoint(model, path, metadata)
+    return True

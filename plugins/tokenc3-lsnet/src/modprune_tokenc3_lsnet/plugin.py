@@ -1,0 +1,135 @@
+"""modprune hooks of the TokenC3-LSNet plugin (entry point ``tokenc3_lsnet`` in group ``modprune``).
+
+Uses only modprune's public hooks and API. Importing this module imports neither ultralytics nor
+the blocks: detectors look the block classes up only once the blocks module is loaded (a model
+cannot contain them before that), and the other hooks import lazily.
+
+Categories (all by type; block priority, so a nested block wins over its parent):
+``tokenc3``, ``lsconv``, ``lsghost``, ``dllm``, ``hyperace`` (HyperACE, FuseModule, C3AH),
+``attention`` (the adaptive hypergraph: AdaHGComputation, AdaHGConv, AdaHyperedgeGen), ``fullpad``,
+``dsc`` (DSConv, DSBottleneck, DSC3k, DSC3k2), and ``early_backbone`` (ultralytics layers 0-2,
+identified by the layer index ultralytics stores on each layer, above the blocks). The detection
+head is the ultralytics integration's ``detect_head``.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any, Callable
+
+from torch import nn
+
+from modprune import Detector, Recipe, hookimpl
+from modprune.detectors import BLOCK_PRIORITY, HEAD_PRIORITY
+from modprune.recipes import recipe_from_file
+
+from modprune_tokenc3_lsnet.structured_hooks import (  # noqa: F401 - hook implementations
+    modprune_finalize_model,
+    modprune_prepare_model,
+    modprune_register_layer_pruners,
+    modprune_unwrapped_parameters,
+)
+
+_BLOCKS = "modprune_tokenc3_lsnet.blocks"
+_RECIPES = Path(__file__).parent / "recipes"
+EARLY_BACKBONE_LAYERS = (0, 1, 2)
+
+#: category -> block class names (looked up in ``modprune_tokenc3_lsnet.blocks``).
+CATEGORY_BLOCKS: dict[str, tuple[str, ...]] = {
+    "tokenc3": ("TokenC3",),
+    "lsconv": ("LSConv",),
+    "lsghost": ("LSGhostBottleneck",),
+    "dllm": ("DynamicLocalMixer",),
+    "hyperace": ("HyperACE", "FuseModule", "C3AH"),
+    "attention": ("AdaHGComputation", "AdaHGConv", "AdaHyperedgeGen"),
+    "fullpad": ("FullPAD_Tunnel",),
+    "dsc": ("DSConv", "DSBottleneck", "DSC3k", "DSC3k2"),
+}
+
+
+def _block_types(names: tuple[str, ...]) -> tuple[type, ...]:
+    blocks = sys.modules.get(_BLOCKS)
+    if blocks is None:
+        return ()
+    return tuple(getattr(blocks, n) for n in names)
+
+
+def _is_block(names: tuple[str, ...]) -> Callable[[nn.Module, str], bool]:
+    def predicate(module: nn.Module, _qualified_name: str) -> bool:
+        types = _block_types(names)
+        return bool(types) and isinstance(module, types)
+
+    return predicate
+
+
+def _is_early_layer(module: nn.Module, _qualified_name: str) -> bool:
+    """An ultralytics layer (it carries its index ``i`` and source ``f``) among layers 0-2 of a
+    model that holds this plugin's blocks."""
+    index = getattr(module, "i", None)
+    return (
+        _BLOCKS in sys.modules
+        and isinstance(index, int)
+        and hasattr(module, "f")
+        and index in EARLY_BACKBONE_LAYERS
+    )
+
+
+@hookimpl
+def modprune_register_detectors() -> list[Detector]:
+    detectors = [
+        Detector(
+            name=f"tokenc3_lsnet.{category}",
+            category=category,
+            predicate=_is_block(names),
+            priority=BLOCK_PRIORITY,
+            description=f"TokenC3-LSNet blocks: {', '.join(names)}",
+        )
+        for category, names in CATEGORY_BLOCKS.items()
+    ]
+    detectors.append(
+        Detector(
+            name="tokenc3_lsnet.early_backbone",
+            category="early_backbone",
+            predicate=_is_early_layer,
+            priority=(BLOCK_PRIORITY + HEAD_PRIORITY) // 2,
+            description="layers 0-2 of a TokenC3-LSNet model (stem and first TokenC3), by layer index",
+        )
+    )
+    return detectors
+
+
+@hookimpl
+def modprune_register_recipes() -> list[Recipe]:
+    return [recipe_from_file(p) for p in sorted(_RECIPES.glob("*.yaml"))]
+
+
+@hookimpl
+def modprune_register_safe_globals() -> list[type]:
+    from modprune_tokenc3_lsnet import blocks
+    from modprune_tokenc3_lsnet.prunable import PRUNABLE_CLASSES  # models saved between pruning steps
+
+    return [getattr(blocks, name) for name in blocks.__all__ if isinstance(getattr(blocks, name), type)] + list(
+        PRUNABLE_CLASSES
+    )
+
+
+@hookimpl
+def modprune_load_model(path: Path, trust_pickle: bool) -> Any:
+    """Build TokenC3-LSNet from a model yaml (a path, or a shipped config's bare name such as
+    ``yolov13n_lsnet_p2_simple.yaml``) that uses this plugin's blocks; None for anything else."""
+    if Path(path).suffix.lower() not in (".yaml", ".yml"):
+        return None
+    from modprune_tokenc3_lsnet.model import build_model
+    from modprune_tokenc3_lsnet.parse import find_plugin_cfg, load_cfg, uses_plugin_modules
+
+    if find_plugin_cfg(path) is None:
+        if not Path(path).is_file():
+            return None
+        try:
+            cfg = load_cfg(path)
+        except Exception:  # not a model yaml: let other plugins try
+            return None
+        if not (isinstance(cfg, dict) and uses_plugin_modules(cfg)):
+            return None
+    return build_model(str(path)).float().eval()

@@ -1,0 +1,627 @@
+"""Prunable equivalents of the TokenC3-LSNet blocks, for structured (channel) pruning.
+
+torch-pruning 1.6.1 traces a model's autograd graph and treats every operation it does not know as
+element-wise. Several blocks of this model compute things that tracing misreads; the classes here
+compute exactly the same outputs (same parameters, re-laid out) in a form it reads correctly:
+
+* :class:`PrunableTokenC3` / :class:`SplitLSConv`: TokenC3 ``torch.split``-s its LSConv output into
+  the LS and regular chains; with a residual the pieces have several consumers, which breaks
+  torch-pruning's split handling. The LSConv's ``fusion_conv`` becomes two convolutions
+  (``fusion_ls``, ``fusion_reg``) and the LSConv returns both pieces. The per-channel
+  ``cross_interaction`` (depthwise 1x1, BN, SiLU) over ``cat[ls, reg]`` becomes ``cross_ls`` and
+  ``cross_reg``: one depthwise layer over both chains would put them into one pruning group, where
+  torch-pruning's group importance (summed over the layers a channel touches) always favours the
+  deeper LS chain and prunes only the regular one.
+* :class:`PrunableLSConv` (:class:`BranchAttention`, :class:`BranchPick`): LSConv's two-way branch
+  attention ``a`` is used as ``a[:, 0:1]`` and ``a[:, 1:2]``, broadcast over the feature channels.
+  torch-pruning treats the slices and the products as channel-wise, so it would tie feature channel
+  ``i`` to attention output ``i`` (pruning the branches breaks the 2 outputs) and, through the other
+  slice, large-branch channel 1 to small-branch channel 0 (breaking grouped branches). Here the
+  attention (same children and state_dict keys, an ``nn.Sequential`` subclass) and the two picks
+  are layers of their own whose layer pruners (:mod:`modprune_tokenc3_lsnet.layer_pruners`) prune
+  the attention's inputs only and stop the dependency at the picks.
+* :class:`PrunableDynamicLocalMixer`: the DLLM's per-sample dynamic depthwise convolution reshapes a
+  ``dim * k * k`` generator output into kernels. Here the generator's last conv is held as ``k * k``
+  convolutions (``kernel_taps``, one per kernel position, ``dim`` outputs each) and the dynamic
+  convolution is the sum of ``sigmoid(tap_t) * shift_t(x)``: channel ``c`` of every tap is tied to
+  channel ``c`` of the input, i.e. the generator is pruned in whole ``k * k`` blocks.
+* :class:`PrunableAdaHyperedgeGen`: ``context_net`` (``ctx -> E * D``, viewed as (E, D)) becomes
+  ``E`` linear layers ``ctx -> D`` (``context_nets``) stacked on a new axis, the context is
+  concatenated on dim 1 (torch-pruning maps offsets only for dim 1), and ``pre_head_proj`` is a
+  :class:`HeadLinear`, whose layer pruner declares the heads as channel groups so that every head
+  loses the same number of channels.
+* :class:`PrunableHyperACE` / :class:`PrunableDSC3k2`: their ``cv1`` output is split (HyperACE's
+  ``y1`` feeds both C3AH branches, ``y2`` the DSC3k chain and the concat); ``cv1`` becomes one
+  convolution per piece (``cv1_parts``).
+
+Each prunable class derives from the block it replaces (so modprune's detectors put it in the same
+category) and is made by :func:`make_prunable` in place (the module object is kept, its class swapped
+and a few children replaced). :func:`restore_blocks` converts everything back to the plugin's
+original classes, with the split sizes and other stored ints following the pruned widths, so a
+pruned model holds only the ordinary blocks. Both conversions are exact (weights are copied, sliced
+or concatenated, never recomputed). The import paths here are stable: a model saved between
+pruning steps pickles them.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+from typing import Iterable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from modprune_tokenc3_lsnet.blocks.hyperace import AdaHyperedgeGen, HyperACE
+from modprune_tokenc3_lsnet.blocks.lsnet import DynamicLocalMixer, LSConv, TokenC3
+from modprune_tokenc3_lsnet.blocks.yolov13 import DSC3k2
+
+__all__ = [
+    "PRUNABLE_CLASSES",
+    "BranchAttention",
+    "BranchPick",
+    "HeadLinear",
+    "PrunableAdaHyperedgeGen",
+    "PrunableDSC3k2",
+    "PrunableDynamicLocalMixer",
+    "PrunableHyperACE",
+    "PrunableLSConv",
+    "PrunableTokenC3",
+    "SplitLSConv",
+    "make_prunable",
+    "merge_convs",
+    "restore_blocks",
+    "slice_conv",
+    "split_widths",
+]
+
+log = logging.getLogger(__name__)
+
+
+# --- helpers ----------------------------------------------------------------------------------
+
+
+def _conv_of(module: nn.Module) -> nn.Conv2d:
+    """The ``nn.Conv2d`` of a conv block (itself or its ``conv`` attribute)."""
+    conv = module if isinstance(module, nn.Conv2d) else getattr(module, "conv", None)
+    if not isinstance(conv, nn.Conv2d):
+        raise TypeError(f"expected an nn.Conv2d or a block holding one as 'conv', got {type(module).__name__}")
+    return conv
+
+
+def _param(tensor: torch.Tensor, like: nn.Parameter) -> nn.Parameter:
+    return nn.Parameter(tensor.detach().clone(), requires_grad=like.requires_grad)
+
+
+def slice_conv(module: nn.Module, keep: slice) -> nn.Module:
+    """A copy of a conv block (``nn.Conv2d`` or ultralytics ``Conv``: conv, optional ``bn``, activation)
+    computing only the output channels ``keep``. The conv must be ungrouped."""
+    new = copy.deepcopy(module)
+    conv = _conv_of(new)
+    if conv.groups != 1:
+        raise ValueError(f"cannot split a grouped convolution (groups={conv.groups})")
+    conv.weight = _param(conv.weight[keep], conv.weight)
+    if conv.bias is not None:
+        conv.bias = _param(conv.bias[keep], conv.bias)
+    conv.out_channels = int(conv.weight.shape[0])
+    bn = getattr(new, "bn", None)
+    if isinstance(bn, nn.modules.batchnorm._BatchNorm):
+        if bn.affine:
+            bn.weight = _param(bn.weight[keep], bn.weight)
+            bn.bias = _param(bn.bias[keep], bn.bias)
+        if bn.running_mean is not None:
+            bn.running_mean = bn.running_mean[keep].clone()
+            bn.running_var = bn.running_var[keep].clone()
+        bn.num_features = conv.out_channels
+    return new
+
+
+def split_widths(module: nn.Module, widths: Iterable[int]) -> list[nn.Module]:
+    """Copies of a conv block, one per consecutive slice of ``widths`` output channels."""
+    widths = [int(w) for w in widths]
+    total = _conv_of(module).out_channels
+    if sum(widths) != total or min(widths) < 1:
+        raise ValueError(f"cannot split {total} output channels into {widths}")
+    parts, start = [], 0
+    for w in widths:
+        parts.append(slice_conv(module, slice(start, start + w)))
+        start += w
+    return parts
+
+
+def _slice_per_channel(block: nn.Sequential, keep: slice) -> nn.Sequential:
+    """A copy of a per-channel block (depthwise conv, BN, activation) for the channels ``keep``."""
+    new = copy.deepcopy(block)
+    for layer in new:
+        if isinstance(layer, nn.Conv2d):
+            if layer.groups != layer.in_channels or layer.in_channels != layer.out_channels:
+                raise ValueError("expected a depthwise convolution")
+            layer.weight = _param(layer.weight[keep], layer.weight)
+            if layer.bias is not None:
+                layer.bias = _param(layer.bias[keep], layer.bias)
+            layer.in_channels = layer.out_channels = layer.groups = int(layer.weight.shape[0])
+        elif isinstance(layer, nn.modules.batchnorm._BatchNorm):
+            if layer.affine:
+                layer.weight = _param(layer.weight[keep], layer.weight)
+                layer.bias = _param(layer.bias[keep], layer.bias)
+            if layer.running_mean is not None:
+                layer.running_mean = layer.running_mean[keep].clone()
+                layer.running_var = layer.running_var[keep].clone()
+            layer.num_features = int(layer.weight.shape[0]) if layer.affine else len(range(layer.num_features)[keep])
+        elif any(True for _ in layer.parameters()):
+            raise ValueError(f"cannot slice {type(layer).__name__} per channel")
+    return new
+
+
+def _merge_per_channel(parts: list[nn.Sequential]) -> nn.Sequential:
+    """The per-channel block computing ``cat`` of ``parts`` (inverse of :func:`_slice_per_channel`)."""
+    new = copy.deepcopy(parts[0])
+    for i, layer in enumerate(new):
+        layers = [p[i] for p in parts]
+        if isinstance(layer, nn.Conv2d):
+            layer.weight = _param(torch.cat([m.weight for m in layers]), layers[0].weight)
+            if layer.bias is not None:
+                layer.bias = _param(torch.cat([m.bias for m in layers]), layers[0].bias)
+            layer.in_channels = layer.out_channels = layer.groups = int(layer.weight.shape[0])
+        elif isinstance(layer, nn.modules.batchnorm._BatchNorm):
+            if layer.affine:
+                layer.weight = _param(torch.cat([m.weight for m in layers]), layers[0].weight)
+                layer.bias = _param(torch.cat([m.bias for m in layers]), layers[0].bias)
+            if layer.running_mean is not None:
+                layer.running_mean = torch.cat([m.running_mean for m in layers]).clone()
+                layer.running_var = torch.cat([m.running_var for m in layers]).clone()
+            layer.num_features = sum(m.num_features for m in layers)
+    return new
+
+
+def merge_convs(parts: list[nn.Module]) -> nn.Module:
+    """One conv block whose outputs are the concatenated outputs of ``parts`` (inverse of :func:`split_widths`)."""
+    new = copy.deepcopy(parts[0])
+    conv = _conv_of(new)
+    convs = [_conv_of(p) for p in parts]
+    conv.weight = _param(torch.cat([c.weight for c in convs], 0), convs[0].weight)
+    if conv.bias is not None:
+        conv.bias = _param(torch.cat([c.bias for c in convs], 0), convs[0].bias)
+    conv.out_channels = int(conv.weight.shape[0])
+    bn = getattr(new, "bn", None)
+    if isinstance(bn, nn.modules.batchnorm._BatchNorm):
+        bns = [p.bn for p in parts]
+        if bn.affine:
+            bn.weight = _param(torch.cat([b.weight for b in bns]), bns[0].weight)
+            bn.bias = _param(torch.cat([b.bias for b in bns]), bns[0].bias)
+        if bn.running_mean is not None:
+            bn.running_mean = torch.cat([b.running_mean for b in bns]).clone()
+            bn.running_var = torch.cat([b.running_var for b in bns]).clone()
+        bn.num_features = conv.out_channels
+    return new
+
+
+def _out(module: nn.Module) -> int:
+    return int(_conv_of(module).out_channels)
+
+
+def _replace_children(parent: nn.Module, old: tuple[str, ...], new: dict[str, nn.Module]) -> None:
+    """Replace the children named ``old`` by ``new`` at the position of the first of them (so that
+    state_dict keys keep their order through a conversion and back)."""
+    items = list(parent._modules.items())
+    position = next(i for i, (name, _) in enumerate(items) if name in old)
+    kept = [(n, m) for n, m in items if n not in old]
+    kept[position:position] = list(new.items())
+    parent._modules.clear()
+    parent._modules.update(kept)
+
+
+# --- LSConv / TokenC3 -------------------------------------------------------------------------
+
+
+class BranchAttention(nn.Sequential):
+    """LSConv's ``small_target_attention`` (pool, 1x1, ReLU, 1x1 -> 2, sigmoid), unchanged except its class.
+
+    Its output holds two branch weights broadcast over the feature channels, not channels: its layer
+    pruner prunes the first conv's inputs (the concatenated branches) and never its 2 outputs.
+    """
+
+
+class BranchPick(nn.Module):
+    """``a[:, index:index + 1]``: one branch weight of a :class:`BranchAttention` output.
+
+    Its layer pruner does nothing and reports no channels, so a feature channel pruned through the
+    product with this weight never reaches the attention (nor, through it, the other branch).
+    """
+
+    def __init__(self, index: int) -> None:
+        super().__init__()
+        self.index = index
+
+    def forward(self, attn: torch.Tensor) -> torch.Tensor:
+        """Return the branch weight (B, 1, 1, 1)."""
+        return attn[:, self.index : self.index + 1]
+
+    def extra_repr(self) -> str:
+        return f"index={self.index}"
+
+
+class PrunableLSConv(LSConv):
+    """LSConv whose branch attention is a :class:`BranchAttention` read through two :class:`BranchPick`
+    (``branch_picks``)."""
+
+    def fused(self, x: torch.Tensor) -> torch.Tensor:
+        """The concatenated, attention-weighted branches (the input of the output conv)."""
+        large = self.large_branch(x)
+        small = self.small_branch(x)
+        large_s = large * (1 - 0.3 * self.background_suppress(large))
+        small_b = small * (1 + 0.5 * self.small_target_enhance(small))
+        attn = self.small_target_attention(torch.cat((large_s, small_b), 1))
+        a0, a1 = self.branch_picks[0](attn), self.branch_picks[1](attn)
+        return torch.cat((large_s * a0 + 0.2 * large, 1.8 * a1 * small_b + 0.4 * small), 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Return the fused large/small branch features (B, c2, H, W)."""
+        return self.fusion_conv(self.fused(x))
+
+
+class SplitLSConv(PrunableLSConv):
+    """PrunableLSConv whose output conv is held as two convs, ``fusion_ls`` and ``fusion_reg``; returns
+    the tuple ``(ls, reg)`` that TokenC3 would get from ``torch.split`` of LSConv's output."""
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:  # type: ignore[override]
+        """Return the LS part and the regular part of the fused features."""
+        fused = self.fused(x)
+        return self.fusion_ls(fused), self.fusion_reg(fused)
+
+
+class PrunableTokenC3(TokenC3):
+    """TokenC3 whose ``cv1`` is a :class:`SplitLSConv` (no ``torch.split``) and whose per-channel
+    ``cross_interaction`` is held as ``cross_ls`` and ``cross_reg`` (one per chain)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Return the block output (B, c2, H, W)."""
+        ls, reg = self.cv1(x)
+        mixed = torch.cat((self.cross_ls(self.ls_bottlenecks(ls)), self.cross_reg(self.regular_bottlenecks(reg))), 1)
+        return self.cv3(torch.cat((mixed, self.cv2(x)), 1))
+
+
+# --- DLLM -------------------------------------------------------------------------------------
+
+
+class PrunableDynamicLocalMixer(DynamicLocalMixer):
+    """DLLM with the kernel generator's last conv held as ``k * k`` convs (``kernel_taps``).
+
+    ``weight_gen`` keeps the pool, first conv and ReLU; tap ``t = i * k + j`` holds rows
+    ``c * k * k + t`` of the original last conv, and ``kernel_act`` is the generator's final sigmoid.
+    The dynamic convolution is ``sum_t sigmoid(tap_t(g)) * pad(x)[..., i:i+H, j:j+W]``, the same
+    cross-correlation as the original grouped convolution.
+    """
+
+    def dynamic_conv(self, x: torch.Tensor) -> torch.Tensor:
+        """Convolve each sample's channels with that sample's generated k x k kernels."""
+        k = self.kernel_size
+        h, w = x.shape[-2:]
+        g = self.weight_gen(x)
+        padded = F.pad(x, (k // 2, k // 2, k // 2, k // 2))
+        out: torch.Tensor | None = None
+        for t, tap in enumerate(self.kernel_taps):
+            i, j = divmod(t, k)
+            term = self.kernel_act(tap(g)) * padded[:, :, i : i + h, j : j + w]
+            out = term if out is None else out + term
+        assert out is not None
+        return out
+
+
+# --- hypergraph -------------------------------------------------------------------------------
+
+
+class HeadLinear(nn.Linear):
+    """``nn.Linear`` whose outputs (and inputs) are ``heads`` equal groups; its layer pruner declares
+    them as channel groups, so pruning removes the same number of channels from every head."""
+
+    def __init__(self, in_features: int, out_features: int, bias: bool = True, heads: int = 1) -> None:
+        super().__init__(in_features, out_features, bias)
+        self.heads = heads
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, heads={self.heads}"
+
+
+class PrunableAdaHyperedgeGen(AdaHyperedgeGen):
+    """AdaHyperedgeGen with ``context_net`` as ``E`` linears ``ctx -> D`` (``context_nets``; net ``e``
+    holds rows ``e * D .. e * D + D - 1``) and ``pre_head_proj`` a :class:`HeadLinear`."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Return the participation matrix (B, N, E) for nodes ``x`` (B, N, D)."""
+        b, n, d = x.shape
+        h = self.num_heads
+        head_dim = d // h
+        if self.context == "mean":
+            ctx = x.mean(dim=1)
+        elif self.context == "max":
+            ctx = x.amax(dim=1)
+        else:
+            ctx = torch.cat((x.mean(dim=1), x.amax(dim=1)), dim=1)
+        offsets = torch.stack([net(ctx) for net in self.context_nets], dim=1)  # B, E, D
+        prototypes = self.prototype_base.unsqueeze(0) + offsets
+        e = prototypes.shape[1]
+        nodes = self.pre_head_proj(x).view(b, n, h, head_dim).transpose(1, 2)
+        protos = prototypes.view(b, e, h, head_dim).permute(0, 2, 3, 1)
+        logits = (nodes @ protos).mean(dim=1) / (head_dim**0.5)
+        return torch.softmax(self.dropout(logits), dim=1)
+
+
+# --- split first convs ------------------------------------------------------------------------
+
+
+class PrunableHyperACE(HyperACE):
+    """HyperACE whose ``cv1`` is three convs (``cv1_parts``: y0, y1, y2)."""
+
+    def forward(self, x: list[torch.Tensor]) -> torch.Tensor:
+        """Return the enhanced map (B, c2, H, W) at the resolution of ``x[1]``."""
+        fused = self.fuse(x)
+        y = [cv(fused) for cv in self.cv1_parts]
+        out1 = self.branch1(y[1])
+        out2 = self.branch2(y[1])
+        y.extend(m(y[-1]) for m in self.m)
+        y[1] = out1
+        y.append(out2)
+        return self.cv2(torch.cat(y, 1))
+
+
+class PrunableDSC3k2(DSC3k2):
+    """DSC3k2 whose ``cv1`` is two convs (``cv1_parts``)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Return ``cv2(cat[y0, y1, m1(y1), m2(m1), ...])``."""
+        y = [cv(x) for cv in self.cv1_parts]
+        y.extend(m(y[-1]) for m in self.m)
+        return self.cv2(torch.cat(y, 1))
+
+
+#: Every class this module may leave in a model (for weights-only loading of a model saved mid-pruning).
+PRUNABLE_CLASSES: tuple[type, ...] = (
+    BranchAttention,
+    BranchPick,
+    HeadLinear,
+    PrunableAdaHyperedgeGen,
+    PrunableDSC3k2,
+    PrunableDynamicLocalMixer,
+    PrunableHyperACE,
+    PrunableLSConv,
+    PrunableTokenC3,
+    SplitLSConv,
+)
+
+
+# --- conversions ------------------------------------------------------------------------------
+
+
+def _swap(module: nn.Module, cls: type) -> None:
+    module.__class__ = cls
+
+
+def _prepare_lsconv(lsconv: LSConv) -> None:
+    attention = BranchAttention(*lsconv.small_target_attention)
+    attention.train(lsconv.small_target_attention.training)
+    lsconv.small_target_attention = attention
+    lsconv.branch_picks = nn.ModuleList([BranchPick(0), BranchPick(1)])
+    _swap(lsconv, PrunableLSConv)
+
+
+def _restore_lsconv(lsconv: PrunableLSConv) -> None:
+    plain = nn.Sequential(*lsconv.small_target_attention)
+    plain.train(lsconv.small_target_attention.training)
+    lsconv.small_target_attention = plain
+    del lsconv.branch_picks
+    _swap(lsconv, LSConv)
+
+
+def _prepare_tokenc3(block: TokenC3) -> None:
+    lsconv = block.cv1
+    ls, reg = block.ls_channels, block.reg_channels
+    if _out(lsconv.fusion_conv) != ls + reg:
+        raise ValueError(f"TokenC3 split sizes {ls}+{reg} do not match its LSConv's {_out(lsconv.fusion_conv)} outputs")
+    fusion_ls, fusion_reg = split_widths(lsconv.fusion_conv, (ls, reg))
+    cross_ls = _slice_per_channel(block.cross_interaction, slice(0, ls))
+    cross_reg = _slice_per_channel(block.cross_interaction, slice(ls, ls + reg))
+    _replace_children(lsconv, ("fusion_conv",), {"fusion_ls": fusion_ls, "fusion_reg": fusion_reg})
+    _replace_children(block, ("cross_interaction",), {"cross_ls": cross_ls, "cross_reg": cross_reg})
+    _prepare_lsconv(lsconv)
+    _swap(lsconv, SplitLSConv)
+    _swap(block, PrunableTokenC3)
+
+
+def _restore_tokenc3(block: PrunableTokenC3) -> None:
+    lsconv = block.cv1
+    block.ls_channels, block.reg_channels = _out(lsconv.fusion_ls), _out(lsconv.fusion_reg)
+    fusion = merge_convs([lsconv.fusion_ls, lsconv.fusion_reg])
+    cross = _merge_per_channel([block.cross_ls, block.cross_reg])
+    _replace_children(lsconv, ("fusion_ls", "fusion_reg"), {"fusion_conv": fusion})
+    _replace_children(block, ("cross_ls", "cross_reg"), {"cross_interaction": cross})
+    _restore_lsconv(lsconv)
+    _swap(block, TokenC3)
+
+
+def _prepare_dllm(mixer: DynamicLocalMixer) -> None:
+    gen = mixer.weight_gen
+    last = gen[3]
+    k = mixer.kernel_size
+    dim = last.out_channels // (k * k)
+    if last.out_channels != dim * k * k or last.groups != 1:
+        raise ValueError(f"DLLM kernel generator has {last.out_channels} outputs, not a multiple of {k * k}")
+    rows = last.weight.detach().view(dim, k * k, *last.weight.shape[1:])
+    taps = nn.ModuleList()
+    for t in range(k * k):
+        tap = copy.deepcopy(last)
+        tap.weight = _param(rows[:, t], last.weight)
+        if last.bias is not None:
+            tap.bias = _param(last.bias.detach().view(dim, k * k)[:, t], last.bias)
+        tap.out_channels = dim
+        taps.append(tap)
+    new_gen = nn.Sequential(*list(gen)[:3])
+    new_gen.train(gen.training)
+    _replace_children(mixer, ("weight_gen",), {"weight_gen": new_gen, "kernel_taps": taps, "kernel_act": gen[4]})
+    _swap(mixer, PrunableDynamicLocalMixer)
+
+
+def _restore_dllm(mixer: PrunableDynamicLocalMixer) -> None:
+    taps = list(mixer.kernel_taps)
+    first = taps[0]
+    dim = first.out_channels
+    k2 = len(taps)
+    last = copy.deepcopy(first)
+    weight = torch.stack([t.weight.detach() for t in taps], 1)  # dim, k*k, in, 1, 1
+    last.weight = _param(weight.reshape(dim * k2, *first.weight.shape[1:]), first.weight)
+    if first.bias is not None:
+        last.bias = _param(torch.stack([t.bias.detach() for t in taps], 1).reshape(-1), first.bias)
+    last.out_channels = dim * k2
+    gen = nn.Sequential(*mixer.weight_gen, last, mixer.kernel_act)
+    gen.train(mixer.weight_gen.training)
+    _replace_children(mixer, ("weight_gen", "kernel_taps", "kernel_act"), {"weight_gen": gen})
+    _swap(mixer, DynamicLocalMixer)
+
+
+def _prepare_hyperedge(gen: AdaHyperedgeGen) -> None:
+    e, d = gen.prototype_base.shape
+    old = gen.context_net
+    nets = nn.ModuleList()
+    for i in range(e):
+        net = nn.Linear(old.in_features, d, bias=old.bias is not None).to(old.weight)
+        net.weight = _param(old.weight[i * d : (i + 1) * d], old.weight)
+        if old.bias is not None:
+            net.bias = _param(old.bias[i * d : (i + 1) * d], old.bias)
+        nets.append(net)
+    proj = gen.pre_head_proj
+    head = HeadLinear(proj.in_features, proj.out_features, proj.bias is not None, heads=gen.num_heads).to(proj.weight)
+    head.weight = _param(proj.weight, proj.weight)
+    if proj.bias is not None:
+        head.bias = _param(proj.bias, proj.bias)
+    head.train(proj.training)
+    _replace_children(gen, ("context_net",), {"context_nets": nets})
+    gen.pre_head_proj = head
+    _swap(gen, PrunableAdaHyperedgeGen)
+
+
+def _restore_hyperedge(gen: PrunableAdaHyperedgeGen) -> None:
+    nets = list(gen.context_nets)
+    first = nets[0]
+    net = nn.Linear(first.in_features, first.out_features * len(nets), bias=first.bias is not None).to(first.weight)
+    net.weight = _param(torch.cat([n.weight for n in nets], 0), first.weight)
+    if first.bias is not None:
+        net.bias = _param(torch.cat([n.bias for n in nets], 0), first.bias)
+    proj = gen.pre_head_proj
+    plain = nn.Linear(proj.in_features, proj.out_features, bias=proj.bias is not None).to(proj.weight)
+    plain.weight = _param(proj.weight, proj.weight)
+    if proj.bias is not None:
+        plain.bias = _param(proj.bias, proj.bias)
+    plain.train(proj.training)
+    net.train(first.training)
+    _replace_children(gen, ("context_nets",), {"context_net": net})
+    gen.pre_head_proj = plain
+    _swap(gen, AdaHyperedgeGen)
+    d = gen.prototype_base.shape[1]
+    if d % gen.num_heads:
+        raise ValueError(f"hypergraph width {d} is no longer a multiple of its {gen.num_heads} heads")
+
+
+def _prepare_split(block: nn.Module, cls: type) -> None:
+    parts = split_widths(block.cv1, block.split_sizes)
+    _replace_children(block, ("cv1",), {"cv1_parts": nn.ModuleList(parts)})
+    _swap(block, cls)
+
+
+def _restore_split(block: nn.Module, cls: type) -> None:
+    parts = list(block.cv1_parts)
+    block.split_sizes = [_out(p) for p in parts]
+    cv1 = merge_convs(parts)
+    _replace_children(block, ("cv1_parts",), {"cv1": cv1})
+    _swap(block, cls)
+
+
+def _prepare_hyperace(block: HyperACE) -> None:
+    _prepare_split(block, PrunableHyperACE)
+
+
+def _restore_hyperace(block: PrunableHyperACE) -> None:
+    _restore_split(block, HyperACE)
+    block.c = block.split_sizes[1]  # informational (the width both C3AH branches read)
+
+
+def _prepare_dsc3k2(block: DSC3k2) -> None:
+    _prepare_split(block, PrunableDSC3k2)
+
+
+def _restore_dsc3k2(block: PrunableDSC3k2) -> None:
+    _restore_split(block, DSC3k2)
+    block.c = block.split_sizes[1]  # informational (the width the inner blocks read)
+
+
+def make_prunable(model: nn.Module) -> dict[str, int]:
+    """Convert, in place, every block of ``model`` that torch-pruning would misread (see the module doc).
+
+    The outputs stay the same; already converted blocks are left as they are.
+
+    :return: how many blocks of each original class were converted.
+    """
+    done: dict[str, int] = {}
+
+    def count(name: str) -> None:
+        done[name] = done.get(name, 0) + 1
+
+    for module in list(model.modules()):
+        kind = type(module)
+        if kind is TokenC3:
+            _prepare_tokenc3(module)
+            count("TokenC3")
+            count("LSConv")
+        elif kind is DynamicLocalMixer:
+            _prepare_dllm(module)
+            count("DynamicLocalMixer")
+        elif kind is AdaHyperedgeGen:
+            _prepare_hyperedge(module)
+            count("AdaHyperedgeGen")
+        elif kind is HyperACE:
+            _prepare_hyperace(module)
+            count("HyperACE")
+        elif kind is DSC3k2:
+            _prepare_dsc3k2(module)
+            count("DSC3k2")
+        elif kind is LSConv:
+            _prepare_lsconv(module)
+            count("LSConv")
+    return done
+
+
+def restore_blocks(model: nn.Module) -> dict[str, int]:
+    """Convert every prunable block of ``model`` back to the plugin's class, in place (exact).
+
+    Stored widths follow the current convolutions: TokenC3 ``ls_channels`` / ``reg_channels``,
+    HyperACE and DSC3k2 ``split_sizes`` (and ``c``).
+
+    :return: how many blocks of each prunable class were converted back.
+    """
+    done: dict[str, int] = {}
+
+    def count(name: str) -> None:
+        done[name] = done.get(name, 0) + 1
+
+    for module in list(model.modules()):
+        kind = type(module)
+        if kind is PrunableTokenC3:
+            _restore_tokenc3(module)
+            count("PrunableTokenC3")
+            count("SplitLSConv")
+        elif kind is PrunableDynamicLocalMixer:
+            _restore_dllm(module)
+            count("PrunableDynamicLocalMixer")
+        elif kind is PrunableAdaHyperedgeGen:
+            _restore_hyperedge(module)
+            count("PrunableAdaHyperedgeGen")
+        elif kind is PrunableHyperACE:
+            _restore_hyperace(module)
+            count("PrunableHyperACE")
+        elif kind is PrunableDSC3k2:
+            _restore_dsc3k2(module)
+            count("PrunableDSC3k2")
+        elif kind is PrunableLSConv:
+            _restore_lsconv(module)
+            count("PrunableLSConv")
+    return done

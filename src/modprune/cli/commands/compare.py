@@ -1,0 +1,58 @@
+"""``modprune compare BASE OTHER... [--data D] [--imgsz N] [--json F] [--report DIR]``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("compare", help="compare a base model with pruned ones: size, MACs, latency, mAP")
+    p.add_argument("models", nargs="+", metavar="MODEL", help="base model first, then the others")
+    p.add_argument("--data", help="dataset yaml: adds mAP50 and mAP50-95 (ultralytics validator)")
+    p.add_argument("--imgsz", type=int, default=640, help="latency/MACs input size (default 640)")
+    p.add_argument("--val-imgsz", type=int, help="validation image size (default: --imgsz)")
+    p.add_argument("--batch", type=int, default=1, help="latency batch size (default 1)")
+    p.add_argument("--threads", type=int, default=2, help="threads for PyTorch and ONNX Runtime (default 2)")
+    p.add_argument("--rounds", type=int, default=20, help="interleaved timing rounds (default 20)")
+    p.add_argument("--no-onnx", action="store_true", help="skip ONNX Runtime timing")
+    p.add_argument("--json", dest="json_out", help="write the raw results as JSON here")
+    p.add_argument("--report", help="write report.md, report.json and plots into this directory")
+    p.add_argument("--trust-pickle", action="store_true", help="allow checkpoints that need arbitrary pickle code")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from modprune import api
+    from modprune.cli.common import check_output
+    from modprune.evaluate.compare import CompareOptions, compare_models
+    from modprune.evaluate.report import comparison_table, write_report
+    from modprune.report import category_table
+    from modprune.serialization import atomic_path, load
+
+    options = CompareOptions(
+        imgsz=args.imgsz, batch=args.batch, threads=args.threads, rounds=args.rounds, onnx=not args.no_onnx,
+        data=args.data, val_imgsz=args.val_imgsz,
+    )
+    if args.json_out:
+        check_output(args.json_out, args.models, force=False)
+    if args.data:
+        from modprune.data import check_dataset
+
+        check_dataset(args.data)
+    models, paths = {}, {}
+    for path in args.models:
+        name = path if path not in models else f"{path}#{len(models)}"
+        models[name] = load(path, trust_pickle=args.trust_pickle).float()
+        paths[name] = path
+    result = compare_models(models, paths=paths, options=options, progress=lambda m: print(m, file=sys.stderr))
+    print(comparison_table(result, markdown=False))
+    if args.json_out:
+        with atomic_path(args.json_out) as tmp:
+            tmp.write_text(json.dumps(result, indent=2, default=str))
+        print(f"wrote {args.json_out}")
+    if args.report:
+        cats = {n: category_table(m, api.categorize(m)) for n, m in models.items()}
+        print(f"wrote {write_report(result, args.report, categories=cats)}")
+    return 0

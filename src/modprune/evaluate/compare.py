@@ -1,0 +1,166 @@
+"""Side-by-side comparison of a base model and pruned variants.
+
+Every model gets: params, nonzero, MACs, file size (its file on disk, the dense fp16 state dict and
+modprune's compressed sparse format), latency in PyTorch and, optionally, ONNX Runtime (measured
+together, interleaved, with a fixed thread count: see :mod:`modprune.measure.latency`), FPS, and
+with a dataset mAP50 / mAP50-95. Latency differences whose spread includes "no change" are
+reported as "no measurable change", never as a speedup. MACs and latency are separate columns:
+a MACs ratio is not a speedup.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+import torch
+from torch import nn
+
+from modprune.exceptions import ConfigError
+from modprune.measure import MAC_COUNTER, count_macs, count_nonzero, count_params
+from modprune.measure.latency import measure_latency, verdict
+
+__all__ = ["CompareOptions", "compare_models"]
+
+log = logging.getLogger(__name__)
+
+Progress = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class CompareOptions:
+    """How to compare. ``data`` enables accuracy (needs the ultralytics integration)."""
+
+    imgsz: int = 640
+    batch: int = 1
+    threads: int = 2
+    rounds: int = 20
+    warmup: int = 3
+    onnx: bool = True
+    data: str | None = None
+    val_imgsz: int | None = None
+    val_batch: int = 16
+
+    def __post_init__(self) -> None:
+        for name in ("imgsz", "batch", "threads", "rounds", "val_batch"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ConfigError(f"{name} must be a positive integer, got {value!r}", value)
+        if self.rounds < 3:
+            raise ConfigError(f"rounds must be at least 3 to report a spread, got {self.rounds}", self.rounds)
+        if isinstance(self.warmup, bool) or not isinstance(self.warmup, int) or self.warmup < 0:
+            raise ConfigError(f"warmup must be an integer >= 0, got {self.warmup!r}", self.warmup)
+
+
+def _sizes(model: nn.Module, path: Path | None, workdir: Path) -> dict[str, int | None]:
+    from modprune.evaluate.storage import save_sparse_state_dict
+
+    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    dense = workdir / "dense_fp16.pt"
+    torch.save({k: v.half() if v.is_floating_point() else v for k, v in state.items()}, dense)
+    sparse = save_sparse_state_dict(state, workdir / "sparse.mps", dtype="float16")
+    sizes = {
+        "file_bytes": path.stat().st_size if path is not None and path.is_file() else None,
+        "dense_fp16_bytes": dense.stat().st_size,
+        "sparse_fp16_bytes": sparse.stat().st_size,
+    }
+    dense.unlink()
+    sparse.unlink()
+    return sizes
+
+
+def _latency_rows(result: Mapping[str, Any], prefix: str) -> dict[str, dict[str, Any]]:
+    rows: dict[str, dict[str, Any]] = {}
+    for name, stats in result["models"].items():
+        row = {
+            f"{prefix}_median_ms": stats["median_ms"],
+            f"{prefix}_p10_ms": stats["p10_ms"],
+            f"{prefix}_p90_ms": stats["p90_ms"],
+            f"{prefix}_fps": stats["fps"],
+        }
+        ratio = result["ratios"].get(name)
+        if ratio is not None:
+            row[f"{prefix}_ratio_median"] = ratio["median"]
+            row[f"{prefix}_ratio_p10"] = ratio["p10"]
+            row[f"{prefix}_ratio_p90"] = ratio["p90"]
+            row[f"{prefix}_verdict"] = verdict(ratio)
+        rows[name] = row
+    return rows
+
+
+def _onnx_sessions(models: Mapping[str, nn.Module], opts: CompareOptions, workdir: Path) -> dict[str, Any]:
+    from modprune.evaluate.onnx_export import export_onnx, ort_session
+
+    sessions = {}
+    for name, model in models.items():
+        path = export_onnx(model, workdir / f"{len(sessions)}.onnx", opts.imgsz, batch=opts.batch)
+        sessions[name] = ort_session(path, opts.threads)
+    return sessions
+
+
+def compare_models(
+    models: Mapping[str, nn.Module],
+    *,
+    paths: Mapping[str, str | os.PathLike[str]] | None = None,
+    options: CompareOptions = CompareOptions(),
+    progress: Progress | None = None,
+) -> dict[str, Any]:
+    """Compare ``models`` (the first is the base). Returns a JSON-friendly dict with ``rows``.
+
+    :param paths: the files the models came from (for their on-disk size).
+    :param progress: called with a short line before each long step.
+    """
+    if len(models) < 1:
+        raise ConfigError("compare needs at least one model", models)
+    say = progress or (lambda msg: log.info("%s", msg))
+    names = list(models)
+    x = torch.zeros(options.batch, 3, options.imgsz, options.imgsz)
+    rows: dict[str, dict[str, Any]] = {n: {"name": n, "path": str((paths or {}).get(n, "")) or None} for n in names}
+    with tempfile.TemporaryDirectory(prefix="modprune-compare-") as tmp:
+        workdir = Path(tmp)
+        for i, name in enumerate(names, 1):
+            say(f"[counts {i}/{len(names)}] {name}: params, MACs, file sizes")
+            model = models[name].float().eval()
+            p = (paths or {}).get(name)
+            rows[name].update(
+                params=count_params(model),
+                nonzero=count_nonzero(model),
+                macs=count_macs(model, x),
+                **_sizes(model, Path(p) if p else None, workdir),
+            )
+        say(f"[latency] PyTorch, {options.rounds} interleaved rounds, {options.threads} threads, batch {options.batch}")
+        torch_lat = measure_latency(
+            models, x, warmup=options.warmup, rounds=options.rounds, threads=options.threads, baseline=names[0]
+        )
+        for name, row in _latency_rows(torch_lat, "torch").items():
+            rows[name].update(row)
+        if options.onnx:
+            say("[latency] exporting to ONNX and timing ONNX Runtime")
+            sessions = _onnx_sessions(models, options, workdir)
+            ort_lat = measure_latency(sessions, x, warmup=options.warmup, rounds=options.rounds, baseline=names[0])
+            for name, row in _latency_rows(ort_lat, "ort").items():
+                rows[name].update(row)
+        if options.data:
+            _accuracy(models, rows, options, say)
+    return {
+        "base": names[0],
+        "options": asdict(options),
+        "mac_counter": MAC_COUNTER,
+        "torch_version": str(torch.__version__),
+        "cpu_count": os.cpu_count(),
+        "rows": [rows[n] for n in names],
+    }
+
+
+def _accuracy(models: Mapping[str, nn.Module], rows: dict[str, dict[str, Any]], opts: CompareOptions, say: Progress) -> None:
+    from modprune.integrations.ultralytics.validate import validate
+
+    imgsz = opts.val_imgsz or opts.imgsz
+    for i, (name, model) in enumerate(models.items(), 1):
+        say(f"[accuracy {i}/{len(models)}] {name}: validating on {opts.data} at {imgsz}px")
+        metrics = validate(model, opts.data, imgsz=imgsz, batch=opts.val_batch)
+        rows[name].update({"mAP50": metrics["mAP50"], "mAP50-95": metrics["mAP50-95"]})

@@ -1,0 +1,191 @@
+"""Loading and saving ultralytics models: checkpoints (``.pt``), model yamls, and the weights-only allowlist.
+
+* :func:`safe_classes` lists every class an ultralytics checkpoint pickles (all classes of
+  ``ultralytics.nn.modules.*``, the model classes of ``ultralytics.nn.tasks``, ultralytics' namespace
+  helpers, and modprune's split blocks), so :func:`modprune.serialization.load_file` loads them with
+  PyTorch's weights-only unpickler, without ``trust_pickle``.
+* :func:`load_model` reads an ultralytics checkpoint (a dict holding ``ema`` or ``model``; ultralytics
+  saves half precision) or a model yaml, and returns a float32 module in eval mode.
+* :func:`save_checkpoint` writes an ultralytics-style checkpoint that ``ultralytics.YOLO(path)`` loads. The
+  model is stored in float32 (ultralytics stores half; ``YOLO`` converts to float on load either way), so
+  that ``modprune.save`` / ``modprune.load`` round-trip a pruned model exactly.
+"""
+
+from __future__ import annotations
+
+import datetime
+import functools
+import inspect
+import logging
+import sys
+import types
+from pathlib import Path
+from typing import Any, Mapping
+
+import torch
+import yaml
+from torch import nn
+
+from modprune.exceptions import ModelLoadError
+
+__all__ = ["is_ultralytics_model", "load_model", "safe_classes", "save_checkpoint"]
+
+log = logging.getLogger(__name__)
+
+_NN_MODULES = (
+    "ultralytics.nn.modules.activation",
+    "ultralytics.nn.modules.block",
+    "ultralytics.nn.modules.conv",
+    "ultralytics.nn.modules.head",
+    "ultralytics.nn.modules.transformer",
+    "ultralytics.nn.modules.utils",
+)
+_YAML_SUFFIXES = (".yaml", ".yml")
+
+
+def _classes_of(module_name: str, *, modules_only: bool = False) -> list[type]:
+    """Classes defined in an importable module (skipped with a debug line when it does not exist)."""
+    try:
+        module = __import__(module_name, fromlist=["_"])
+    except ImportError:
+        log.debug("ultralytics module %s not found; its classes are not allowlisted", module_name)
+        return []
+    out = []
+    for _, obj in inspect.getmembers(module, inspect.isclass):
+        if obj.__module__ != module.__name__:
+            continue
+        if modules_only and not issubclass(obj, nn.Module):
+            continue
+        out.append(obj)
+    return out
+
+
+@functools.lru_cache(maxsize=1)
+def _safe_classes() -> tuple[type, ...]:
+    return tuple(_collect_safe_classes())
+
+
+def safe_classes() -> list[type]:
+    """Every class an ultralytics checkpoint (or a modprune-pruned one) may need to rebuild.
+
+    Imports ultralytics (the allowlist needs the class objects); computed once per process.
+    """
+    return list(_safe_classes())
+
+
+def _collect_safe_classes() -> list[type]:
+    from ultralytics.utils import IterableSimpleNamespace  # noqa: PLC0415 - imports ultralytics
+
+    from modprune.integrations.ultralytics.blocks import SPLIT_BLOCKS  # noqa: PLC0415
+
+    classes: list[type] = []
+    for name in _NN_MODULES:
+        classes.extend(_classes_of(name))
+    classes.extend(_classes_of("ultralytics.nn.tasks", modules_only=True))
+    classes.extend([IterableSimpleNamespace, types.SimpleNamespace, *SPLIT_BLOCKS])
+    seen: set[type] = set()
+    return [c for c in classes if not (c in seen or seen.add(c))]
+
+
+def is_ultralytics_model(model: nn.Module) -> bool:
+    """Whether ``model`` is an ultralytics ``BaseModel`` (DetectionModel, SegmentationModel, ...)."""
+    if "ultralytics" not in sys.modules:
+        return False
+    from ultralytics.nn.tasks import BaseModel  # noqa: PLC0415
+
+    return isinstance(model, BaseModel)
+
+
+def _from_yaml(path: Path) -> nn.Module | None:
+    """An ultralytics model built from a model yaml (``backbone`` and ``head``), or None."""
+    try:
+        cfg = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError, UnicodeDecodeError):
+        return None
+    if not isinstance(cfg, dict) or "backbone" not in cfg or "head" not in cfg:
+        return None
+    from ultralytics.nn import tasks  # noqa: PLC0415
+
+    classes = {
+        "detect": tasks.DetectionModel,
+        "segment": tasks.SegmentationModel,
+        "pose": tasks.PoseModel,
+        "obb": tasks.OBBModel,
+        "classify": tasks.ClassificationModel,
+    }
+    task = tasks.guess_model_task(cfg)
+    if task not in classes:
+        raise ModelLoadError(
+            f"{str(path)!r} is an ultralytics {task!r} model yaml; modprune builds {', '.join(classes)} models only",
+            str(path),
+        )
+    try:
+        return classes[task](str(path), verbose=False)
+    except Exception as exc:  # ultralytics' yaml parser raises many error types
+        raise ModelLoadError(f"ultralytics could not build {str(path)!r}: {type(exc).__name__}: {exc}", str(path)) from None
+
+
+def load_model(path: Path, trust_pickle: bool) -> nn.Module | None:
+    """A float32 model from an ultralytics checkpoint or model yaml; None for other files."""
+    if path.suffix.lower() in _YAML_SUFFIXES:
+        model = _from_yaml(path)
+        return model.float().eval() if model is not None else None
+    from modprune.serialization import load_file  # noqa: PLC0415 - avoids an import cycle
+
+    ckpt = load_file(path, trust_pickle=trust_pickle)
+    if not isinstance(ckpt, Mapping):
+        return None
+    model = ckpt.get("ema") or ckpt.get("model")
+    if not isinstance(model, nn.Module):
+        return None
+    model = model.float()
+    train_args = ckpt.get("train_args")
+    if isinstance(train_args, Mapping) and not getattr(model, "args", None):
+        model.args = dict(train_args)
+    return model.eval()
+
+
+def _train_args(model: nn.Module) -> dict[str, Any]:
+    args = getattr(model, "args", None)
+    if isinstance(args, Mapping):
+        return dict(args)
+    if args is not None and hasattr(args, "__dict__"):
+        return dict(vars(args))
+    return {}
+
+
+def save_checkpoint(model: nn.Module, path: Path, metadata: Mapping[str, Any]) -> None:
+    """Write ``model`` as an ultralytics-style checkpoint (loadable by ``ultralytics.YOLO(path)``).
+
+    The live model is not modified; the saved copy is float32 and in eval mode.
+    """
+    import ultralytics  # noqa: PLC0415
+
+    was_training = model.training
+    model.eval()
+    try:
+        ckpt = {
+            "date": datetime.datetime.now().isoformat(),
+            "version": ultralytics.__version__,
+            "license": "AGPL-3.0 License (https://ultralytics.com/license)",
+            "docs": "https://docs.ultralytics.com",
+            "epoch": -1,
+            "best_fitness": None,
+            "model": model if next(model.parameters()).dtype == torch.float32 else _float_copy(model),
+            "ema": None,
+            "updates": None,
+            "optimizer": None,
+            "train_args": _train_args(model),
+            "train_metrics": {},
+            "train_results": {},
+            "modprune": dict(metadata),
+        }
+        torch.save(ckpt, path)
+    finally:
+        model.train(was_training)
+
+
+def _float_copy(model: nn.Module) -> nn.Module:
+    import copy  # noqa: PLC0415
+
+    return copy.deepcopy(model).float()

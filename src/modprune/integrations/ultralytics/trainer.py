@@ -1,0 +1,469 @@
+"""Fine-tune a pruned ultralytics detection model without losing its pruned architecture or its zeros.
+
+Why a trainer subclass: ``YOLO(...).train()`` rebuilds the model from its yaml and copies over only the
+weights whose shapes still match, so a structurally pruned model silently becomes the unpruned
+architecture again. :class:`PrunedModelTrainer` trains the given ``nn.Module`` itself (through EMA,
+checkpoints and the final validation).
+
+What :func:`finetune` adds on top of ultralytics' detection training:
+
+* **Unstructured masks stay at zero.** Weights that are exactly zero before training (or an explicit mask
+  dict) are re-zeroed right after every optimizer step, through a ``torch.optim`` step post-hook, i.e.
+  before ultralytics updates its EMA, so the EMA and every checkpoint keep the same zeros.
+* **Output-level knowledge distillation** (optional): the detection criterion is wrapped so that a frozen
+  teacher's raw head outputs on the same batch add a term ``distill_weight * (cls KD + box KD)``: a
+  Bernoulli KL divergence between the sigmoid class scores, and a KL divergence between the box
+  distributions (DFL bins), weighted by the teacher's confidence per anchor. The term is logged as
+  ``kd_loss``.
+* Float32 results: ultralytics writes half-precision checkpoints; :func:`finetune` keeps a float32 copy of
+  the best EMA weights in memory and returns the model in float32.
+
+DDP note: for multi-GPU training ultralytics starts worker processes that rebuild the trainer from a
+cloudpickled file holding ``type(trainer)``, the model and the callbacks. Classes are pickled *by
+reference*, so the trainer, the callbacks and the criterion wrapper used here are defined at module level
+in this importable module: a worker that unpickles them imports ``modprune.integrations.ultralytics.trainer``
+and with it modprune (and thereby its plugins, whose classes the pruned model may contain). Keep
+modprune installed (not just on ``sys.path`` of the parent) when training on several GPUs, and set
+``YOLO_AUTOINSTALL=False`` (:func:`~modprune.integrations.ultralytics.offline.ensure_offline` does) so a
+missing module is reported instead of "auto-installed" from PyPI. In DDP the best weights come from
+``best.pt`` (half precision, converted back to float32) instead of the in-memory copy.
+
+This module imports ultralytics at import time; ``import modprune`` never imports it.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+import os
+from pathlib import Path
+from typing import Any, Mapping
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from ultralytics.models.yolo.detect import DetectionTrainer
+from ultralytics.utils import DEFAULT_CFG
+from ultralytics.utils.torch_utils import unwrap_model
+
+from modprune.exceptions import ConfigError, ModelLoadError, ModpruneError
+from modprune.integrations.ultralytics.validate import detect_head, quiet_ultralytics
+
+__all__ = [
+    "PrunedModelTrainer",
+    "MaskKeeper",
+    "DistillationInstaller",
+    "BestStateKeeper",
+    "DetectionDistillationLoss",
+    "output_distillation_loss",
+    "zero_masks",
+    "finetune",
+    "MODEL_PLACEHOLDER",
+]
+
+LOG = logging.getLogger(__name__)
+
+# ultralytics needs a string in args.model; it is never loaded because the trainer holds the module itself.
+MODEL_PLACEHOLDER = "modprune-in-memory-model"
+# Arguments finetune() sets itself; they may not come in through ``overrides``.
+_RESERVED_ARGS = frozenset({"model", "data", "epochs", "imgsz", "batch", "seed", "workers", "device", "project",
+                            "name", "exist_ok", "mode", "task", "resume", "pretrained", "distill_model"})
+
+
+class PrunedModelTrainer(DetectionTrainer):
+    """A ``DetectionTrainer`` that trains the module it is given instead of building one from a yaml.
+
+    Args:
+        cfg: ultralytics default configuration (as for ``DetectionTrainer``).
+        overrides: ultralytics training arguments.
+        _callbacks: callbacks dict (ultralytics' DDP workers pass the pickled callbacks here).
+        model: The (pruned) ``DetectionModel`` to train. It becomes ``trainer.model`` right away, so
+            ultralytics' DDP launcher pickles it for the workers.
+    """
+
+    def __init__(self, cfg: Any = DEFAULT_CFG, overrides: dict[str, Any] | None = None,
+                 _callbacks: dict | None = None, model: nn.Module | None = None) -> None:
+        overrides = dict(overrides or {})
+        overrides.setdefault("model", MODEL_PLACEHOLDER)
+        super().__init__(cfg, overrides, _callbacks)
+        self._given_model = model
+        if model is not None:
+            self.model = model
+
+    def get_model(self, cfg: Any = None, weights: Any = None, verbose: bool = True) -> nn.Module:
+        """Return the given model unchanged (ultralytics' version would rebuild it from ``cfg``)."""
+        model = getattr(self, "_given_model", None)
+        if model is None:
+            raise ConfigError("PrunedModelTrainer needs the model to train: pass model=... (an ultralytics "
+                              "DetectionModel) or set trainer.model before train()", obj=cfg)
+        return model
+
+
+def zero_masks(model: nn.Module) -> dict[str, torch.Tensor]:
+    """Keep-masks (True = trainable, False = held at zero) of the weights that hold exact zeros.
+
+    Only weight tensors with two or more dimensions (convolution and linear weights, what unstructured
+    pruning masks) are considered; biases and norm parameters start at zero legitimately.
+    """
+    masks = {}
+    for name, p in model.named_parameters():
+        if p.dim() >= 2 and p.is_floating_point():
+            keep = p.detach() != 0
+            if not bool(keep.all()):
+                masks[name] = keep.cpu()
+    return masks
+
+
+def _check_masks(model: nn.Module, masks: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Check an explicit mask dict against the model's parameters; return boolean CPU masks."""
+    params = dict(model.named_parameters())
+    out = {}
+    for name, m in masks.items():
+        if name not in params:
+            raise ConfigError(f"mask for {name!r} names no parameter of the model; use names from "
+                              "model.named_parameters() (e.g. 'model.0.conv.weight')", obj=name)
+        m = torch.as_tensor(m)
+        if tuple(m.shape) != tuple(params[name].shape):
+            raise ConfigError(f"mask for {name!r} has shape {tuple(m.shape)} but the parameter has "
+                              f"{tuple(params[name].shape)}", obj=name)
+        out[name] = (m != 0).cpu()
+    return out
+
+
+class MaskKeeper:
+    """Callback (``on_pretrain_routine_end``) that holds masked weights at exactly zero during training.
+
+    It zeroes the masked entries once, then registers an optimizer step post-hook that zeroes them again
+    after every step, before ultralytics updates the EMA. Picklable (module-level class, tensor state).
+    """
+
+    def __init__(self, masks: Mapping[str, torch.Tensor]) -> None:
+        self.masks = {k: torch.as_tensor(v).bool().cpu() for k, v in masks.items()}
+
+    def __call__(self, trainer: Any) -> None:
+        """Apply the masks to ``trainer.model`` and hook ``trainer.optimizer``."""
+        if not self.masks:
+            return
+        model = unwrap_model(trainer.model)
+        params = dict(model.named_parameters())
+        pairs = []
+        for name, keep in self.masks.items():
+            if name not in params:
+                raise ConfigError(f"mask for {name!r} names no parameter of the trained model", obj=name)
+            pairs.append((params[name], ~keep.to(params[name].device)))
+
+        def reapply(*_: Any) -> None:
+            with torch.no_grad():
+                for p, drop in pairs:
+                    p.masked_fill_(drop, 0.0)
+
+        reapply()
+        trainer.optimizer.register_step_post_hook(reapply)
+        ema = getattr(trainer, "ema", None)
+        if ema is not None:  # the EMA copy was made before this callback; zero it the same way
+            ema_params = dict(ema.ema.named_parameters())
+            with torch.no_grad():
+                for name, keep in self.masks.items():
+                    if name in ema_params:
+                        ema_params[name].masked_fill_(~keep.to(ema_params[name].device), 0.0)
+        LOG.info("holding %d masked weights at zero in %d tensors",
+                 sum(int((~m).sum()) for m in self.masks.values()), len(self.masks))
+
+
+def _raw_head_outputs(preds: Any) -> dict[str, Any]:
+    """The raw head dict (``boxes``, ``scores``, ...) from training-mode or eval-mode model output."""
+    if isinstance(preds, (tuple, list)) and len(preds) == 2 and isinstance(preds[1], dict):
+        preds = preds[1]
+    if not isinstance(preds, dict):
+        raise ModpruneError(f"cannot distil: the detection head returned {type(preds).__name__}, expected the raw "
+                            "output dict of an ultralytics Detect head", obj=preds)
+    return preds
+
+
+def output_distillation_loss(student: Mapping[str, torch.Tensor], teacher: Mapping[str, torch.Tensor],
+                             temperature: float = 1.0) -> torch.Tensor:
+    """Output-level KD between two raw Detect-head outputs (``scores`` (B, nc, A), ``boxes`` (B, 4*reg_max, A)).
+
+    * class term: Bernoulli KL(teacher || student) of the sigmoid scores at temperature ``T``, summed and
+      divided by the teacher's total score mass (like ultralytics' BCE normalisation);
+    * box term: KL between the softmax box distributions per side (DFL bins) at temperature ``T``, or an
+      L1 distance when the head has no DFL (``reg_max == 1``), averaged over anchors weighted by the
+      teacher's max class probability.
+
+    Both are multiplied by ``T**2``. End-to-end heads (``one2many`` / ``one2one`` branches) average the
+    branches.
+    """
+    if "one2many" in student or "one2many" in teacher:
+        keys = [k for k in ("one2many", "one2one") if k in student and k in teacher]
+        if not keys:
+            raise ConfigError("student and teacher heads differ (one is end-to-end, the other is not); "
+                              "distil between models with the same head type", obj=list(teacher))
+        return sum(output_distillation_loss(student[k], teacher[k], temperature) for k in keys) / len(keys)
+    ss, ts = student["scores"], teacher["scores"].detach().to(student["scores"].dtype)
+    sb, tb = student["boxes"], teacher["boxes"].detach().to(student["boxes"].dtype)
+    if ss.shape != ts.shape or sb.shape != tb.shape:
+        raise ConfigError(f"teacher outputs {tuple(ts.shape)}/{tuple(tb.shape)} do not match the student's "
+                          f"{tuple(ss.shape)}/{tuple(sb.shape)}; the teacher needs the same classes, strides "
+                          "and box encoding (reg_max)", obj=(tuple(ts.shape), tuple(tb.shape)))
+    t = float(temperature)
+    s_logit, t_logit = ss / t, ts / t
+    p_t = torch.sigmoid(t_logit)
+    # KL(Bern(p_t) || Bern(p_s)) = BCE(s, p_t) - BCE(t, p_t), exactly zero when the logits agree.
+    cls_kl = (F.binary_cross_entropy_with_logits(s_logit, p_t, reduction="none")
+              - F.binary_cross_entropy_with_logits(t_logit, p_t, reduction="none"))
+    cls_term = cls_kl.sum() / p_t.sum().clamp(min=1.0)
+    weight = p_t.max(dim=1).values  # (B, A) teacher confidence per anchor
+    bsz, ch, anchors = sb.shape
+    if ch % 4:
+        raise ConfigError(f"box output has {ch} channels, not a multiple of 4", obj=ch)
+    reg_max = ch // 4
+    if reg_max > 1:
+        s_logp = F.log_softmax(sb.view(bsz, 4, reg_max, anchors) / t, dim=2)
+        t_logp = F.log_softmax(tb.view(bsz, 4, reg_max, anchors) / t, dim=2)
+        box_div = (t_logp.exp() * (t_logp - s_logp)).sum(dim=2).mean(dim=1)  # (B, A)
+    else:
+        box_div = (sb - tb).abs().mean(dim=1)
+    box_term = (box_div * weight).sum() / weight.sum().clamp(min=1e-6)
+    return (cls_term + box_term) * (t * t)
+
+
+class DetectionDistillationLoss:
+    """Wraps an ultralytics detection criterion and adds output-level distillation from a frozen teacher.
+
+    Called like the wrapped criterion, ``(preds, batch) -> (loss_vector * batch_size, items)``; it appends
+    the weighted KD term (times batch size, as ultralytics scales its losses) and the item ``kd_loss``.
+    """
+
+    def __init__(self, base: Any, teacher: nn.Module, weight: float, temperature: float = 1.0) -> None:
+        self.base = base
+        self.teacher = teacher
+        self.weight = float(weight)
+        self.temperature = float(temperature)
+
+    def __call__(self, preds: Any, batch: dict[str, Any]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Detection loss plus ``weight * KD(student, teacher)`` on ``batch['img']``."""
+        loss, items = self.base(preds, batch)
+        student = _raw_head_outputs(preds)
+        with torch.no_grad():
+            teacher = _raw_head_outputs(self.teacher(batch["img"]))
+        kd = self.weight * output_distillation_loss(student, teacher, self.temperature)
+        bs = batch["img"].shape[0]
+        loss = torch.cat([loss.reshape(-1), (kd * bs).reshape(1).to(loss.dtype)])
+        return loss, {**items, "kd_loss": kd.detach()}
+
+    def update(self) -> None:
+        """Forward ultralytics' per-epoch criterion update (used by some heads) to the wrapped criterion."""
+        if hasattr(self.base, "update"):
+            self.base.update()
+
+
+class DistillationInstaller:
+    """Callback (``on_pretrain_routine_end``) that wraps the student's criterion with distillation.
+
+    It runs after ultralytics made its EMA copy, so the EMA (and checkpoints) never hold the teacher, and
+    validation losses stay the plain detection losses. Picklable for DDP (module-level class).
+    """
+
+    def __init__(self, teacher: nn.Module, weight: float, temperature: float = 1.0) -> None:
+        self.teacher = teacher
+        self.weight = weight
+        self.temperature = temperature
+
+    def __call__(self, trainer: Any) -> None:
+        """Install :class:`DetectionDistillationLoss` as the trained model's criterion."""
+        model = unwrap_model(trainer.model)
+        teacher = self.teacher.to(trainer.device).float().eval()
+        for p in teacher.parameters():
+            p.requires_grad_(False)
+        base = model.criterion if getattr(model, "criterion", None) is not None else model.init_criterion()
+        if isinstance(base, DetectionDistillationLoss):
+            base = base.base
+        model.criterion = DetectionDistillationLoss(base, teacher, self.weight, self.temperature)
+        LOG.info("distilling from a %s teacher (weight %g, temperature %g)", type(teacher).__name__,
+                 self.weight, self.temperature)
+
+
+class BestStateKeeper:
+    """Callback (``on_model_save``) keeping a float32 copy of the EMA weights whenever they are the best so far.
+
+    ultralytics writes ``best.pt`` in half precision at the same moment; this keeps full precision.
+    """
+
+    def __init__(self) -> None:
+        self.state: dict[str, torch.Tensor] | None = None
+        self.epoch: int | None = None
+
+    def __call__(self, trainer: Any) -> None:
+        """Copy ``trainer.ema.ema``'s state when this epoch's fitness is the best."""
+        if trainer.ema is None or trainer.best_fitness != trainer.fitness:
+            return
+        self.state = {k: v.detach().clone().cpu() for k, v in trainer.ema.ema.state_dict().items()}
+        self.epoch = int(trainer.epoch)
+
+
+def finetune(
+    model: nn.Module,
+    data_yaml: str | os.PathLike[str],
+    *,
+    epochs: int,
+    imgsz: int,
+    batch: int = 16,
+    project_dir: str | os.PathLike[str],
+    name: str = "finetune",
+    teacher: nn.Module | None = None,
+    distill_weight: float = 1.0,
+    distill_temperature: float = 1.0,
+    masks: Mapping[str, torch.Tensor] | None = None,
+    keep_zeros: bool = True,
+    seed: int = 0,
+    workers: int = 0,
+    device: str = "cpu",
+    lr0: float | None = None,
+    optimizer: str = "auto",
+    amp: bool | str = False,
+    plots: bool = False,
+    overrides: Mapping[str, Any] | None = None,
+    offline: bool = True,
+    verbose: bool = False,
+) -> nn.Module:
+    """Fine-tune a (pruned) ultralytics ``DetectionModel`` on a YOLO dataset; return it in float32.
+
+    The caller's ``model`` is not modified: a copy is trained and returned (same architecture and
+    parameter count, the best epoch's EMA weights, eval mode, float32).
+
+    Args:
+        model: The ultralytics ``DetectionModel`` to fine-tune (any pruned variant).
+        data_yaml: Dataset ``data.yaml`` (class count must match the model's head).
+        epochs: Training epochs (>= 1).
+        imgsz: Training image size.
+        batch: Batch size (>= 2; BatchNorm needs more than one image).
+        project_dir: Folder for ultralytics' run output (``project_dir/name``: weights, results.csv).
+        name: Run name inside ``project_dir``; an existing run of that name is overwritten.
+        teacher: Optional teacher ``DetectionModel`` (same classes, strides and reg_max) for output-level
+            distillation; it is not trained, but it is moved to ``device``, cast to float32 and put in
+            eval mode.
+        distill_weight: Weight of the distillation term (> 0).
+        distill_temperature: Softening temperature of the distillation term (> 0).
+        masks: Explicit keep-masks ``{param_name: bool tensor}`` (False = hold at zero).
+        keep_zeros: Without ``masks``, hold every weight that is exactly zero now at zero
+            (:func:`zero_masks`). Set False to let pruned weights regrow.
+        seed: Training seed.
+        workers: Dataloader workers (ultralytics uses 0 on CPU).
+        device: ``"cpu"``, ``"0"``, ``"0,1"`` (DDP)...
+        lr0: Initial learning rate (ultralytics' default when None; with ``optimizer="auto"`` it picks
+            its own).
+        optimizer: ultralytics optimizer name (``"auto"``, ``"SGD"``, ``"AdamW"``...).
+        amp: Mixed precision on GPU. ``True`` runs ultralytics' AMP self-check, which downloads
+            ``yolo26n.pt`` (a network attempt); ``"bf16"`` skips the check. Ignored on CPU.
+        plots: Let ultralytics save plots.
+        overrides: Any other ultralytics training argument (e.g. ``{"close_mosaic": 2}``), except those
+            this function sets itself.
+        offline: Call :func:`~modprune.integrations.ultralytics.offline.ensure_offline` first.
+        verbose: Let ultralytics log its progress.
+
+    Raises:
+        UnsupportedModelError: ``model`` or ``teacher`` is not an ultralytics detection model.
+        ConfigError: an argument is invalid or the class counts disagree.
+        DatasetError: the dataset is missing or malformed.
+    """
+    head = detect_head(model)
+    _check_finetune_args(epochs=epochs, imgsz=imgsz, batch=batch, distill_weight=distill_weight,
+                         distill_temperature=distill_temperature, seed=seed, workers=workers, name=name,
+                         overrides=overrides, lr0=lr0)
+    from modprune.data import check_dataset  # noqa: PLC0415
+
+    yaml_path = Path(data_yaml).expanduser().resolve()
+    summary = check_dataset(yaml_path)
+    if int(head.nc) != summary.nc:
+        raise ConfigError(f"the model predicts {int(head.nc)} classes but {str(yaml_path)!r} has {summary.nc}; "
+                          "fine-tune on a dataset with the model's classes", obj=head.nc)
+    if teacher is not None:
+        t_head = detect_head(teacher)
+        if int(t_head.nc) != int(head.nc) or getattr(t_head, "reg_max", None) != getattr(head, "reg_max", None):
+            raise ConfigError(f"teacher head (nc={int(t_head.nc)}, reg_max={getattr(t_head, 'reg_max', None)}) does "
+                              f"not match the student's (nc={int(head.nc)}, reg_max={getattr(head, 'reg_max', None)})",
+                              obj=teacher)
+    if offline:
+        from modprune.integrations.ultralytics.offline import ensure_offline  # noqa: PLC0415
+
+        ensure_offline()
+    project = Path(project_dir).expanduser().resolve()  # absolute: ultralytics puts relative ones elsewhere
+    work = copy.deepcopy(model).float()
+    work.criterion = None  # never reuse a criterion built for another model state
+    keep = _check_masks(work, masks) if masks is not None else (zero_masks(work) if keep_zeros else {})
+    n_params = sum(p.numel() for p in work.parameters())
+    args = {
+        **dict(overrides or {}),
+        "model": MODEL_PLACEHOLDER, "data": str(yaml_path), "epochs": int(epochs), "imgsz": int(imgsz),
+        "batch": int(batch), "seed": int(seed), "workers": int(workers), "device": str(device),
+        "project": str(project), "name": name, "exist_ok": True, "optimizer": optimizer, "amp": amp,
+        "plots": plots, "verbose": verbose, "pretrained": False,
+    }
+    if lr0 is not None:
+        args["lr0"] = float(lr0)
+    best = BestStateKeeper()
+    with quiet_ultralytics(verbose):
+        trainer = PrunedModelTrainer(overrides=args, model=work)
+        if keep:
+            trainer.add_callback("on_pretrain_routine_end", MaskKeeper(keep))
+        if teacher is not None:
+            trainer.add_callback("on_pretrain_routine_end",
+                                 DistillationInstaller(teacher, distill_weight, distill_temperature))
+        trainer.add_callback("on_model_save", best)
+        trainer.train()
+    state = best.state if best.state is not None else _state_from_checkpoint(Path(trainer.best), Path(trainer.last))
+    work.criterion = None
+    work.load_state_dict(state)
+    work.float().eval()
+    _reapply_masks(work, keep)
+    n_after = sum(p.numel() for p in work.parameters())
+    if n_after != n_params:  # pragma: no cover - would mean ultralytics rebuilt the model
+        raise ModpruneError(f"fine-tuning changed the parameter count ({n_params} -> {n_after}); please report "
+                            "this with your ultralytics version", obj=n_after)
+    LOG.info("fine-tuned %d epochs (best epoch %s); run saved under %s", epochs,
+             None if best.epoch is None else best.epoch + 1, trainer.save_dir)
+    return work
+
+
+def _state_from_checkpoint(best: Path, last: Path) -> dict[str, torch.Tensor]:
+    """Float32 EMA state from the run's own ``best.pt`` (else ``last.pt``); used after DDP training."""
+    path = best if best.exists() else last
+    if not path.exists():
+        raise ModelLoadError(f"training finished without a checkpoint in {str(best.parent)!r}; check the "
+                             "ultralytics log (save=False?)", obj=path)
+    ckpt = torch.load(path, map_location="cpu", weights_only=False)  # written by this very run
+    module = ckpt.get("ema") if ckpt.get("ema") is not None else ckpt.get("model")
+    return {k: v.float() if v.is_floating_point() else v for k, v in module.state_dict().items()}
+
+
+def _reapply_masks(model: nn.Module, masks: Mapping[str, torch.Tensor]) -> None:
+    """Zero the masked entries (a no-op after a clean run; guards against half-precision round trips)."""
+    params = dict(model.named_parameters())
+    with torch.no_grad():
+        for name, keep in masks.items():
+            params[name].masked_fill_(~keep.to(params[name].device), 0.0)
+
+
+def _check_finetune_args(*, epochs: Any, imgsz: Any, batch: Any, distill_weight: Any, distill_temperature: Any,
+                         seed: Any, workers: Any, name: Any, overrides: Any, lr0: Any) -> None:
+    """Raise ConfigError for an invalid fine-tuning argument."""
+    for arg, value, lo in (("epochs", epochs, 1), ("imgsz", imgsz, 32), ("batch", batch, 2), ("seed", seed, 0),
+                           ("workers", workers, 0)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < lo:
+            raise ConfigError(f"{arg}={value!r} must be an integer >= {lo}", obj=value)
+    for arg, value in (("distill_weight", distill_weight), ("distill_temperature", distill_temperature)):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not (value > 0 and math.isfinite(value)):
+            raise ConfigError(f"{arg}={value!r} must be a positive number", obj=value)
+    if lr0 is not None and (isinstance(lr0, bool) or not isinstance(lr0, (int, float)) or not lr0 > 0):
+        raise ConfigError(f"lr0={lr0!r} must be a positive number or None", obj=lr0)
+    if not isinstance(name, str) or not name or "/" in name or "\\" in name or name in {".", ".."}:
+        raise ConfigError(f"name={name!r} must be a plain folder name (no path separators)", obj=name)
+    if overrides is not None:
+        if not isinstance(overrides, Mapping):
+            raise ConfigError(f"overrides must be a mapping of ultralytics arguments, got {type(overrides).__name__}",
+                              obj=overrides)
+        bad = sorted(set(overrides) & _RESERVED_ARGS)
+        if bad:
+            raise ConfigError(f"overrides may not set {bad}: finetune() sets them; use its own parameters",
+                              obj=bad)

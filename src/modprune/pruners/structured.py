@@ -1,0 +1,355 @@
+"""Structured pruning: remove whole channels through torch-pruning's dependency graph.
+
+How a config becomes torch-pruning's vocabulary:
+
+* every convolution / linear layer (and every type a plugin registers a layer pruner for) is a root;
+  its base ratio is ``config.ratio_for(its category)``; ``scope`` says which roots rank their
+  channels together (``layer``: alone; ``category``: per category; ``global``: all categories
+  sharing a ratio);
+* protected categories and ``modprune_protected_modules`` are frozen: any group touching them
+  (their outputs or their inputs) is skipped, so they stay bit-identical; layers feeding the model's
+  terminal outputs keep their output widths (a classifier keeps its classes);
+* one scale multiplies every base ratio (capped at ``max_ratio``). ``target_kind="channels"`` uses
+  ``target`` as the scale; ``macs`` and ``params`` search the scale on estimates (no pruning per
+  trial; see :mod:`modprune.pruners.structured_search`), prune once, then measure and correct.
+
+Iterative schedules (``steps > 1``) reach ``target * k / steps`` after step ``k``, recomputing
+gradients before each step when the importance needs them, and calling ``ctx.on_step``.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import Counter
+from typing import Any
+
+import torch
+from torch import nn
+
+from modprune.config import PruneConfig
+from modprune.detectors.classify import classify
+from modprune.exceptions import ConfigError, UnreachableTargetError, UnsupportedModelError
+from modprune.importance.base import CHANNELS
+from modprune.measure import count_params
+from modprune.measure.walk import call_model
+from modprune.pruners.base import PruneContext, Pruner
+from modprune.pruners.structured_graph import GraphPruner, Plan, tracing_mode
+from modprune.pruners.structured_search import Estimator, MacsTable, macs_table, search_scale
+from modprune.pruners.structured_setup import (
+    Roots,
+    bare_parameter_notes,
+    describe,
+    find_protection,
+    find_roots,
+    module_stack,
+    output_layers,
+    tensors_of,
+    type_changes,
+    unsupported_from,
+)
+
+__all__ = ["StructuredPruner"]
+
+log = logging.getLogger(__name__)
+
+#: The real result must land this close to the target (fraction of the metric): 1 percentage point.
+TOLERANCE = 0.01
+#: The search stops when an estimate is this close to a step's goal.
+SEARCH_TOLERANCE = 0.001
+#: Extra corrective steps when the measured result falls short of the target.
+MAX_CORRECTIONS = 2
+
+
+class StructuredPruner(Pruner):
+    """Removes whole channels (and the matching inputs of the next layers) until the target is met."""
+
+    name = "structured"
+    requires = CHANNELS
+    description = "remove whole channels (torch-pruning dependency graph); smaller, faster dense models"
+
+    def check(self, model: nn.Module, config: PruneConfig, ctx: PruneContext) -> None:
+        """Cheap checks before anything changes: inputs given, some layer left to prune.
+
+        Whether a MACs / params target is reachable is known only after tracing; :meth:`prune`
+        checks it before removing anything.
+        """
+        if ctx.example_inputs is None:
+            raise ConfigError(
+                "structured pruning needs example_inputs (a batch the model accepts) to trace the model", None
+            )
+        roots = [
+            name
+            for name, module in model.named_modules()
+            if isinstance(module, (nn.modules.conv._ConvNd, nn.Linear, *self._custom_types(ctx)))
+            and config.ratio_for(ctx.categories.modules.get(name, "other")) > 0
+        ]
+        if not roots:
+            raise UnreachableTargetError(
+                f"nothing to prune in {type(model).__name__}: every convolution / linear layer is in a protected "
+                f"category or has ratio 0 (protect: {list(config.protect) or 'none'}); protect fewer categories",
+                config.target,
+            )
+
+    @staticmethod
+    def _custom_types(ctx: PruneContext) -> tuple[type, ...]:
+        return tuple(t for t in ctx.pm.strategies.layer_pruners if isinstance(t, type))
+
+    def prune(self, model: nn.Module, config: PruneConfig, ctx: PruneContext) -> None:
+        self.check(model, config, ctx)
+        self._prepare(model, config, ctx)
+        run = _Run(model, config, ctx)
+        run.execute()
+        ctx.pm.hook.modprune_finalize_model(model=model)
+        run.check_outputs()
+        model.zero_grad(set_to_none=True)
+
+    @staticmethod
+    def _prepare(model: nn.Module, config: PruneConfig, ctx: PruneContext) -> None:
+        """Plugin rewrites (``modprune_prepare_model``), then categories of the rewritten model."""
+        before = Counter(type(m).__name__ for m in model.modules())
+        ctx.pm.hook.modprune_prepare_model(model=model, config=config)
+        after = Counter(type(m).__name__ for m in model.modules())
+        if before != after:
+            ctx.notes.append(f"prepared by plugins (modprune_prepare_model): {type_changes(before, after)}")
+        reg = ctx.pm.strategies.detectors
+        ctx.categories = classify(model, [reg.get(n) for n in reg.list()])
+
+
+class _Run:
+    """One structured pruning run: the graph, the steps, the measurements and the notes."""
+
+    def __init__(self, model: nn.Module, config: PruneConfig, ctx: PruneContext) -> None:
+        self.model, self.config, self.ctx = model, config, ctx
+        self.kind = config.target_kind or "macs"
+        self.inputs = ctx.example_inputs
+        protection = find_protection(model, config, ctx)
+        ctx.notes.extend(protection.notes)
+        self.frozen = protection.frozen
+        self.roots = find_roots(model, config, ctx, self.frozen)
+        if not any(b > 0 for b in self.roots.base.values()):
+            raise UnreachableTargetError(
+                f"no prunable layer: every convolution/linear layer is protected or has ratio 0 "
+                f"(protect: {list(config.protect) or 'none'}); protect fewer categories",
+                config.target,
+            )
+        self.outputs: Any = None
+        self.output_shapes: dict[int, tuple[int, ...]] = {}
+        self.custom_types = StructuredPruner._custom_types(ctx)
+        self.pruner = self._build()
+        self.layers_only = False
+        self.table: MacsTable | None = None
+        self.start: float | None = None
+        self.start = self._measure()
+        self.scale = 0.0
+
+    # --- graph --------------------------------------------------------------------------------
+
+    def _build(self) -> GraphPruner:
+        """Trace the model into a :class:`GraphPruner`; raise naming the module that cannot be traced."""
+        pm = self.ctx.pm
+        declared = [pair for result in pm.hook.modprune_unwrapped_parameters(model=self.model) for pair in result or []]
+        captured: dict[str, Any] = {}
+
+        def forward_fn(model: nn.Module, inputs: Any) -> Any:
+            captured["out"] = call_model(model, inputs)
+            return captured["out"]
+
+        started = time.perf_counter()
+        with module_stack(self.model) as stack:
+            try:
+                with tracing_mode(self.model):
+                    pruner = GraphPruner(
+                        self.model,
+                        self.inputs,
+                        self.ctx.importance.channel_importance(),
+                        base_ratios=self.roots.base,
+                        scopes=self.roots.scopes,
+                        frozen=self.frozen,
+                        max_ratio=self.config.max_ratio,
+                        round_to=self.config.round_to,
+                        customized_pruners=pm.strategies.layer_pruners,
+                        unwrapped_parameters=declared,
+                        root_module_types=self.roots.types,
+                        forward_fn=forward_fn,
+                    )
+            except UnsupportedModelError:
+                raise
+            except Exception as exc:  # torch-pruning and user models fail in many ways; name the module
+                raise unsupported_from(exc, self.model, stack, "tracing") from exc
+        log.info("dependency graph built in %.2f s", time.perf_counter() - started)
+        self.outputs = captured.get("out")
+        layers, terminal = output_layers(pruner, self.outputs)
+        shapes = [tuple(t.shape) for t in tensors_of(self.outputs)]
+        self.output_shapes = {i: shapes[i] for i in terminal}
+        frozen_ids = {id(p) for f in self.frozen for p in ([f] if isinstance(f, nn.Parameter) else f.parameters())}
+        self.ctx.notes.extend(bare_parameter_notes(pruner, self.model, {id(p) for p, _ in declared}, frozen_ids))
+        outs = [m for m in layers if m not in pruner.ignored_layers]
+        pruner.ignored_layers.extend(outs)
+        if outs:
+            names = {id(m): n for n, m in self.model.named_modules()}
+            listed = ", ".join(describe(names.get(id(m), "?"), m) for m in outs[:6])
+            self.ctx.notes.append(f"output widths kept (layers feeding the model's outputs): {listed}")
+        self.outputs = None  # drop the traced graph
+        return pruner
+
+    # --- measuring ----------------------------------------------------------------------------
+
+    def _measure(self) -> float:
+        """The target's metric now: MACs, parameters, or root-layer output channels.
+
+        MACs are counted like :func:`modprune.measure.count_macs` (FlopCounterMode), attributed to
+        layers for the next step's estimates; when every MAC of the unpruned model was in convolution /
+        linear layers, forward hooks give the same numbers much faster and are used from then on.
+        """
+        if self.kind == "macs":
+            self.table = macs_table(self.model, self.inputs, self.custom_types, hooks=self.layers_only)
+            if self.start is None:
+                custom = any(isinstance(m, self.custom_types) for m in self.model.modules()) if self.custom_types else False
+                self.layers_only = self.table.other == 0 and not custom
+            return float(self.table.total)
+        if self.kind == "params":
+            return float(count_params(self.model))
+        return float(sum(self._channels(m)[0] for m in self.roots.base))
+
+    def _channels(self, module: Any) -> tuple[int, int]:
+        """(outputs, inputs) of a layer by its pruning rule (built-in or registered); 0 if unknown."""
+        try:
+            return int(self.pruner.DG.get_out_channels(module) or 0), int(self.pruner.DG.get_in_channels(module) or 0)
+        except (KeyError, AttributeError, TypeError):
+            return 0, 0
+
+    def _estimator(self) -> Estimator:
+        if self.kind == "macs":
+            return Estimator.for_macs(self.table, self._channels)
+        dims = {
+            id(node.module): node.pruning_dim
+            for node in self.pruner.DG.module2node.values()
+            if isinstance(node.module, nn.Parameter)
+        }
+        return Estimator.for_params(self.model, self._channels, dims)
+
+    # --- steps --------------------------------------------------------------------------------
+
+    def execute(self) -> None:
+        """Every step of the schedule, then corrections if the measured result falls short."""
+        steps, target = self.config.steps, self.config.target
+        current = self.start
+        for step in range(1, steps + 1):
+            current = self._step(step, steps, target * step / steps, current, check_final=step == 1)
+            if self.ctx.on_step is not None:
+                self.ctx.on_step(step, steps, self.model)
+        if self.kind == "channels":
+            self.ctx.notes.append(f"achieved channel reduction {1 - current / self.start:.4f} (root layers' outputs)")
+            return
+        for attempt in range(MAX_CORRECTIONS):
+            achieved = 1 - current / self.start
+            if achieved >= target - TOLERANCE / 2:
+                break
+            log.info("achieved %.4f of %s, target %.4f: correcting (%d)", achieved, self.kind, target, attempt + 1)
+            current = self._step(steps, steps, target, current, check_final=False, label="correction")
+        achieved = 1 - current / self.start
+        self.ctx.notes.append(f"achieved {self.kind} reduction {achieved:.4f} (target {target:.4f})")
+        if abs(achieved - target) > TOLERANCE:
+            log.warning("structured pruning reached %.4f of %s, target %.4f", achieved, self.kind, target)
+            self.ctx.notes.append(
+                f"WARNING: {self.kind} reduction {achieved:.4f} is more than {TOLERANCE:.0%} away from the target"
+            )
+
+    def _step(self, step: int, steps: int, goal: float, current: float, *, check_final: bool, label: str = "") -> float:
+        """Prune one step so that ``goal`` of the starting metric is gone; returns the metric after."""
+        if self.ctx.importance.needs_gradients:
+            self.ctx.compute_gradients(self.model)
+        started = time.perf_counter()
+        # torch-pruning's random importance draws from the global generator: seed it, locally.
+        with tracing_mode(self.model), torch.random.fork_rng(devices=[]), module_stack(self.model) as stack:
+            torch.manual_seed(self.config.seed + step)
+            try:
+                self.pruner.new_step()
+                plan, trials, estimate = self._choose_plan(step, steps, goal, current, check_final)
+                groups = self.pruner.apply(plan)
+            except (UnsupportedModelError, UnreachableTargetError):
+                raise
+            except Exception as exc:  # torch-pruning fails in many ways on unknown layers: name the module
+                raise unsupported_from(exc, self.model, stack, "pruning") from exc
+        scale = plan.scale
+        self.model.zero_grad(set_to_none=True)
+        after = self._measure()
+        seconds = time.perf_counter() - started
+        name = label or f"step {step}/{steps}"
+        ratios = self.roots.category_ratios(scale, self.config.max_ratio)
+        detail = f" ({trials} estimates, estimated {1 - estimate / self.start:.4f})" if trials else ""
+        self.ctx.notes.append(
+            f"{name}: scale {scale:.4f}, channel ratio per category {ratios}, {groups} groups pruned"
+            f"{detail}, measured {self.kind} reduction {1 - after / self.start:.4f} in {seconds:.2f} s"
+            if self.kind != "channels"
+            else f"{name}: channel ratio per category {ratios}, {groups} groups pruned in {seconds:.2f} s"
+        )
+        log.info(self.ctx.notes[-1])
+        return after
+
+    def _choose_plan(self, step: int, steps: int, goal: float, current: float, check_final: bool) -> tuple[Plan, int, float]:
+        """(plan, estimates made, estimated metric after it) for one step reaching ``goal``."""
+        if goal <= 0:
+            return Plan(), 0, current
+        if self.kind == "channels":
+            done = self.config.target * (step - 1) / steps
+            return self.pruner.plan(1 - (1 - goal) / (1 - done)), 0, current
+        estimator = self._estimator()
+        plans: dict[float, Plan] = {}
+        values: dict[float, float] = {}
+
+        def kept(scale: float) -> float:
+            if scale not in values:
+                plans[scale] = self.pruner.plan(scale)
+                values[scale] = estimator.estimate(plans[scale]) / self.start
+            return values[scale]
+
+        hi = self.roots.max_scale(self.config.max_ratio)
+        if check_final:
+            self._check_reachable(1 - kept(hi))
+        result = search_scale(kept, 1 - goal, hi, tolerance=SEARCH_TOLERANCE)
+        return plans[result.scale], len(values), result.estimate * self.start
+
+    def _check_reachable(self, most: float) -> None:
+        """Raise when removing everything prunable cannot reach the final target."""
+        if most >= self.config.target - TOLERANCE:
+            return
+        raise UnreachableTargetError(
+            f"{self.kind} target {self.config.target} is unreachable: removing every prunable channel (up to "
+            f"max_ratio {self.config.max_ratio} per layer) removes about {most:.3f}; protected categories: "
+            f"{', '.join(self.config.protect) or 'none'}, plus modules protected by plugins. Lower the target, "
+            "raise max_ratio or protect less",
+            self.config.target,
+        )
+
+    # --- final checks -------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def check_outputs(self) -> None:
+        """Run the pruned model once; terminal output shapes must not change.
+
+        :raises UnsupportedModelError: the pruned model fails or its output shapes changed.
+        """
+        with module_stack(self.model) as stack:
+            was_training = self.model.training
+            self.model.eval()
+            try:
+                out = call_model(self.model, self.inputs)
+            except Exception as exc:  # a rule that slices wrongly breaks the forward
+                raise unsupported_from(exc, self.model, stack, "pruning") from exc
+            finally:
+                self.model.train(was_training)
+        shapes = [tuple(t.shape) for t in tensors_of(out)]
+        changed = [
+            f"output {i}: {before} -> {shapes[i] if i < len(shapes) else 'missing'}"
+            for i, before in self.output_shapes.items()
+            if i >= len(shapes) or shapes[i] != before
+        ]
+        if changed:
+            raise UnsupportedModelError(
+                f"pruning changed the outputs of {type(self.model).__name__} ({'; '.join(changed)}); a layer pruner "
+                "or bare parameter rule sliced the wrong dimension. Protect the category of the layers producing "
+                "these outputs",
+                self.model,
+            )

@@ -1,0 +1,326 @@
+"""torch-pruning's dependency graph and ``BasePruner``, adapted to modprune's needs.
+
+:class:`GraphPruner` is a ``torch_pruning.pruner.BasePruner`` with four additions:
+
+* one knob, :attr:`GraphPruner.scale`: every root module's pruning ratio is
+  ``min(max_ratio, scale * base_ratio)``, so a search can try many scales on one dependency graph;
+* frozen modules: a group that would touch a frozen module or parameter in any way (its outputs
+  *or* its inputs) is skipped, so protected modules stay bit-identical;
+* importance scores are computed once per group and step (a search reuses them), with exact ties
+  broken deterministically so that ranking over several layers never removes a whole tied layer;
+* no layer loses every channel (nor more than ``max_ratio`` of them, nor drops below ``round_to``),
+  whatever the ranking scope: each group's best channels are kept out of reach of the ranking.
+
+:meth:`GraphPruner.plan` lists the groups a step at some scale would prune, without pruning (to
+estimate the result; the graph's index mappings and full groups are reused between plans of one
+step), and :meth:`GraphPruner.apply` prunes a plan.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import warnings
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterator, Mapping, Sequence
+
+import torch
+import torch_pruning as tp
+from torch import nn
+from torch_pruning.dependency import index_mapping as tp_index_mapping
+
+__all__ = ["GraphPruner", "Plan", "tracing_mode"]
+
+log = logging.getLogger(__name__)
+
+#: Relative size of the tie-breaking offsets added to importance scores (in float64).
+_TIE_EPS = 1e-9
+#: Added to the scores of the channels a layer must keep, so that no ranking selects them.
+_OUT_OF_REACH = 1e30
+#: Relative spread of the per-layer ratio offsets (layer scope): layers of equal width would
+#: otherwise all drop a channel at the same scale, making the result jump in coarse steps.
+_RATIO_SPREAD = 1e-3
+_GOLDEN = 0.6180339887498949
+
+
+@dataclass
+class Plan:
+    """What one pruning step at ``scale`` would remove, in the numbering of the unpruned step.
+
+    ``out`` / ``inp`` map a module (or bare parameter) to the channel indices removed from its
+    outputs / inputs.
+    """
+
+    scale: float = 0.0
+    out: dict[Any, set[int]] = field(default_factory=lambda: defaultdict(set))
+    inp: dict[Any, set[int]] = field(default_factory=lambda: defaultdict(set))
+    #: ``(root module, pruning function, root indices)`` of each group, in pruning order.
+    roots: list[tuple[Any, Any, list[int]]] = field(default_factory=list)
+
+    def removed(self, target: Any) -> tuple[int, int]:
+        """``(outputs removed, inputs removed)`` of ``target``."""
+        return len(self.out.get(target, ())), len(self.inp.get(target, ()))
+
+
+@contextlib.contextmanager
+def tracing_mode(model: nn.Module) -> Iterator[None]:
+    """Eval mode, autograd on and every parameter requiring grad (torch-pruning traces grad_fns).
+
+    Everything is restored afterwards: each module's train/eval mode, and ``requires_grad=False``
+    on the parameters that had it (by name: pruning replaces parameter objects).
+    """
+    modes = {m: m.training for m in model.modules()}
+    frozen = {name for name, p in model.named_parameters() if not p.requires_grad}
+    model.eval()
+    for name, p in model.named_parameters():
+        if name in frozen:
+            p.requires_grad_(True)
+    try:
+        with torch.enable_grad():
+            yield
+    finally:
+        for name, p in model.named_parameters():
+            if name in frozen:
+                p.requires_grad_(False)
+        for m, training in modes.items():
+            m.training = training
+
+
+@contextlib.contextmanager
+def _index_mapping_unchanged(graph: Any) -> Iterator[None]:
+    """Skip torch-pruning's whole-graph index-mapping refresh for ``graph`` while nothing is pruned.
+
+    ``DependencyGraph.get_pruning_group`` refreshes every concat/split/reshape mapping of the graph on
+    each call (about 60 ms per call on yolo12n); while a search only plans, the model does not change,
+    so the mappings computed at the start of the step stay valid. Other graphs are refreshed as usual.
+    """
+    original = tp_index_mapping.update_index_mapping
+
+    def update(target: Any) -> None:
+        if target is not graph:
+            original(target)
+
+    tp_index_mapping.update_index_mapping = update
+    try:
+        yield
+    finally:
+        tp_index_mapping.update_index_mapping = original
+
+
+class _CachedImportance(tp.importance.Importance):
+    """Wraps a torch-pruning importance: one computation per root module per step, ties broken,
+    and each group's ``keep(group, channels)`` best channels lifted out of reach of any ranking.
+    """
+
+    def __init__(self, inner: Any, keep: Callable[[Any, int], int]) -> None:
+        self.inner = inner
+        self.keep = keep
+        self.cache: dict[tuple[int, str, int], torch.Tensor | None] = {}
+
+    @staticmethod
+    def key(group: Any) -> tuple[int, str, int]:
+        """Cache key: root module, root pruning function, number of channels."""
+        dep, idxs = group[0]
+        return id(dep.target.module), getattr(dep.handler, "__name__", str(dep.handler)), len(idxs)
+
+    @torch.no_grad()
+    def __call__(self, group: Any, **kwargs: Any) -> torch.Tensor | None:
+        key = self.key(group)
+        if key not in self.cache:
+            self.cache[key] = self._score(group, **kwargs)
+        return self.cache[key]
+
+    def _score(self, group: Any, **kwargs: Any) -> torch.Tensor | None:
+        imp = self.inner(group, **kwargs)
+        if imp is None:
+            return None
+        # float64, so that offsets far below any real score difference still separate equal scores;
+        # each group gets its own fractional phase, so equal scores of different groups differ too.
+        imp = torch.nan_to_num(imp.detach().double(), nan=0.0)
+        phase = (len(self.cache) * _GOLDEN) % 1.0
+        ramp = (torch.arange(len(imp), dtype=imp.dtype, device=imp.device) + phase) / max(len(imp), 1)
+        imp = imp + _TIE_EPS * (imp.abs().max() + 1e-30) * ramp
+        keep = min(self.keep(group, len(imp)), len(imp))
+        if keep > 0:
+            imp[torch.topk(imp, keep).indices] += _OUT_OF_REACH
+        return imp
+
+
+class GraphPruner(tp.pruner.BasePruner):
+    """A ``BasePruner`` driven by :attr:`scale`, with frozen modules and per-layer caps (see module doc).
+
+    :param base_ratios: relative ratio of each root module (a conv, linear or custom-pruned module).
+    :param scopes: ranking scopes: each a tuple of root modules ranked together (one module: layer-wise).
+    :param frozen: modules and bare parameters whose tensors must stay untouched.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        example_inputs: Any,
+        importance: Any,
+        *,
+        base_ratios: Mapping[nn.Module, float],
+        scopes: Sequence[tuple[nn.Module, ...]],
+        frozen: Sequence[Any],
+        max_ratio: float,
+        round_to: int | None,
+        customized_pruners: Mapping[Any, Any],
+        unwrapped_parameters: Sequence[tuple[nn.Parameter, int]],
+        root_module_types: Sequence[type],
+        forward_fn: Any = None,
+    ) -> None:
+        self.scale = 0.0
+        self._base = dict(base_ratios)
+        self._frozen_ids = {id(x) for x in frozen}
+        for module in (f for f in frozen if isinstance(f, nn.Module)):
+            self._frozen_ids.update(id(p) for p in module.parameters())
+            self._frozen_ids.update(id(m) for m in module.modules())
+        self._cached = _CachedImportance(importance, self._keep_for_group)
+        self._ratio_cap: dict[nn.Module, float] = {}
+        self._all_groups: list[Any] | None = None
+        self._scopes = [tuple(s) for s in scopes]
+        self._spread = {
+            scope[0]: 1 + _RATIO_SPREAD * ((i * _GOLDEN) % 1.0) for i, scope in enumerate(self._scopes) if len(scope) == 1
+        }
+        global_ranking = any(len(s) > 1 for s in scopes)
+        ratio_dict: dict[Any, float] = {}
+        for scope in scopes:
+            ratio_dict[scope if len(scope) > 1 else scope[0]] = self._base.get(scope[0], 0.0)
+        with warnings.catch_warnings():
+            # modprune reports bare parameters itself (see structured.py); torch-pruning's warning is noise.
+            warnings.filterwarnings("ignore", message="Unwrapped parameters detected")
+            super().__init__(
+                model,
+                example_inputs,
+                importance=self._cached,
+                global_pruning=global_ranking,
+                pruning_ratio=0.0,
+                pruning_ratio_dict=ratio_dict,
+                max_pruning_ratio=max_ratio,
+                iterative_steps=1,
+                ignored_layers=[f for f in frozen if isinstance(f, nn.Module)],
+                round_to=round_to,
+                customized_pruners=dict(customized_pruners),
+                unwrapped_parameters=list(unwrapped_parameters),
+                root_module_types=list(root_module_types),
+                forward_fn=forward_fn,
+            )
+        self._scope_custom_roots()
+
+    def _scope_custom_roots(self) -> None:
+        """Put roots of plugin-registered layer types in their ranking scopes too.
+
+        torch-pruning scopes only its built-in layer types from ``pruning_ratio_dict``; a custom layer
+        would fall back to the fixed default ratio. It joins its scope's name (or gets its own).
+        """
+        for index, scope in enumerate(self._scopes):
+            known = [self._layer_to_scope[m][0] for m in scope if m in self._layer_to_scope]
+            for position, module in enumerate(scope):
+                if module in self._layer_to_scope or module not in self.DG.module2node:
+                    continue
+                name = known[0] if known else f"_modprune_scope_{index}_{position if len(scope) == 1 else 0}"
+                self._layer_to_scope[module] = (name, list(scope))
+
+    # --- torch-pruning overrides ------------------------------------------------------------
+
+    def get_target_pruning_ratio(self, module: nn.Module, step: int = -1) -> float:
+        """``min(max_ratio, scale * base_ratio)`` of ``module`` (the step schedule is modprune's)."""
+        ratio = self.scale * self._base.get(module, 0.0) * self._spread.get(module, 1.0)
+        ratio = min(self.max_pruning_ratio, ratio)
+        return min(ratio, self._ratio_cap.get(module, ratio))
+
+    def _check_pruning_ratio(self, group: Any) -> bool:
+        """Skip groups touching a frozen module or parameter, then torch-pruning's own checks."""
+        for dep, _ in group:
+            if id(dep.target.module) in self._frozen_ids:
+                return False
+        return bool(super()._check_pruning_ratio(group))
+
+    # --- modprune API -------------------------------------------------------------------------
+
+    def keep_min(self, channels: int) -> int:
+        """Channels a layer of ``channels`` keeps at least: one, ``(1 - max_ratio)`` of them, ``round_to``."""
+        keep = max(1, math.ceil(channels * (1 - self.max_pruning_ratio) - 1e-9))
+        if self.round_to and channels >= self.round_to:
+            keep = max(keep, self.round_to)
+        return min(keep, channels)
+
+    def _keep_for_group(self, group: Any, channels: int) -> int:
+        root = group[0].dep.target.module
+        if root in self.out_channel_groups or root in self.in_channel_groups:
+            return 0  # grouped channels: scores are averaged over groups later; leave them alone
+        return self.keep_min(channels)
+
+    def new_step(self) -> None:
+        """Start a step: forget cached scores, groups and channel baselines, then score every group
+        and cap each scope's ratio so that each layer keeps :meth:`keep_min` channels (torch-pruning
+        drops a group that would lose all its channels, so a ratio near 1 would prune nothing).
+        """
+        self._cached.cache.clear()
+        self._all_groups = None
+        self._scope_initial_channels = {}
+        self.reset()
+        tp_index_mapping.update_index_mapping(self.DG)
+        totals: dict[str, list[int]] = defaultdict(lambda: [0, 0])
+        with self._unchanged_graph():
+            for group in self.DG.get_all_groups(ignored_layers=self.ignored_layers, root_module_types=self.root_module_types):
+                root = group[0].dep.target.module
+                if root not in self._layer_to_scope or not self._check_pruning_ratio(group):
+                    continue
+                imp = self.estimate_importance(group)
+                if imp is None:
+                    continue
+                channels = len(imp) // max(1, self.out_channel_groups.get(root, 1))
+                total = totals[self._layer_to_scope[root][0]]
+                total[0] += channels
+                total[1] += self._keep_for_group(group, channels)
+        self._ratio_cap = {
+            module: max(0.0, 1 - (totals[name][1] + 0.5) / totals[name][0]) if totals[name][0] else 0.0
+            for module, (name, _) in self._layer_to_scope.items()
+        }
+
+    @contextlib.contextmanager
+    def _unchanged_graph(self) -> Iterator[None]:
+        """While only planning: no index-mapping refreshes, and the full groups built once per step."""
+        original = self.DG.get_all_groups
+
+        def all_groups(ignored_layers: Any = (), root_module_types: Any = ()) -> Iterator[Any]:
+            if self._all_groups is None:
+                self._all_groups = list(original(ignored_layers=ignored_layers, root_module_types=root_module_types))
+            return iter(self._all_groups)
+
+        self.DG.get_all_groups = all_groups  # this graph only, restored below
+        try:
+            with _index_mapping_unchanged(self.DG):
+                yield
+        finally:
+            del self.DG.get_all_groups
+
+    def plan(self, scale: float) -> Plan:
+        """What one step at ``scale`` would remove (nothing is changed)."""
+        self.scale = scale
+        self._scope_initial_channels = {}
+        self.current_step = 0
+        plan = Plan(scale=scale)
+        with self._unchanged_graph():
+            for group in self.step(interactive=True) or ():
+                root, root_idxs = group[0]
+                plan.roots.append((root.target.module, root.handler, [int(i) for i in root_idxs]))
+                for dep, idxs in group:
+                    side = plan.out if self.DG.is_out_channel_pruning_fn(dep.handler) else plan.inp
+                    side[dep.target.module].update(int(i) for i in idxs)
+        return plan
+
+    def apply(self, plan: Plan) -> int:
+        """Prune ``plan``'s groups in place (planned on the unpruned step); returns how many were pruned.
+
+        Each group is rebuilt just before it is pruned, so that torch-pruning maps its indices through
+        concatenations and splits whose sizes the previous groups changed (as its own step does).
+        """
+        for module, handler, idxs in plan.roots:
+            self.DG.get_pruning_group(module, handler, idxs).prune()
+        self._all_groups = None
+        return len(plan.roots)

@@ -1,0 +1,2 @@
+"""End-to-end workflows built on the public API and the ultralytics integration (application layer:
+the core library never imports this package)."""

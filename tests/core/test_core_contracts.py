@@ -1,0 +1,148 @@
+"""Contracts every registered strategy must keep, parametrised over the default plugin manager
+(built-ins, the ultralytics integration when installed, and installed third-party plugins)."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from torch import nn
+
+import modprune
+from modprune.config import PruneConfig
+from modprune.detectors import Detector
+from modprune.exceptions import ConfigError
+from modprune.importance import CHANNELS, WEIGHTS, Importance, ScoreContext
+from modprune.pruners import Pruner
+from modprune.recipes import Recipe, recipe_from_dict
+
+PM = modprune.get_plugin_manager()
+STRATEGIES = PM.strategies
+#: Pruners that recipes may name before they are registered (being written in parallel).
+PENDING_PRUNERS = {"structured"}
+
+
+class _Custom(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x
+
+
+def arbitrary_modules() -> list[nn.Module]:
+    """Modules of many kinds, including ones no built-in detector knows."""
+    return [
+        nn.Conv2d(3, 8, 3),
+        nn.Conv2d(8, 8, 3, groups=8),
+        nn.Conv2d(8, 8, 3, groups=2),
+        nn.Conv1d(4, 4, 1),
+        nn.ConvTranspose2d(4, 4, 2, groups=4),
+        nn.Linear(4, 2),
+        nn.BatchNorm2d(4),
+        nn.LayerNorm(4),
+        nn.GroupNorm(2, 4),
+        nn.MultiheadAttention(8, 2),
+        nn.LSTM(4, 4),
+        nn.Embedding(10, 4),
+        nn.Sequential(nn.Conv2d(3, 3, 1), nn.ReLU()),
+        nn.ModuleList([nn.Identity()]),
+        nn.ModuleDict({"a": nn.Identity()}),
+        nn.Identity(),
+        nn.ReLU(),
+        nn.Upsample(scale_factor=2),
+        _Custom(),
+    ]
+
+
+@pytest.mark.parametrize("name", STRATEGIES.detectors.list())
+def test_detector_contract(name: str) -> None:
+    det = STRATEGIES.detectors.get(name)
+    assert isinstance(det, Detector) and det.name == name
+    assert isinstance(det.category, str) and det.category
+    assert isinstance(det.priority, int) and not isinstance(det.priority, bool)
+    for module in arbitrary_modules():
+        for qualified in ("", "model.0", "attention"):
+            assert type(det.matches(module, qualified)) is bool
+
+
+@pytest.mark.parametrize("name", STRATEGIES.importances.list())
+def test_importance_contract(name: str) -> None:
+    imp = STRATEGIES.importances.get(name)
+    assert isinstance(imp, Importance) and imp.name == name
+    assert imp.scores and imp.scores <= {WEIGHTS, CHANNELS}
+    assert type(imp.configure({})) is type(imp)
+    with pytest.raises(ConfigError, match="unknown options"):
+        imp.configure({"no_such_option": 1})
+    if CHANNELS in imp.scores:
+        assert imp.channel_importance() is not None
+
+
+WEIGHT_IMPORTANCES = [n for n in STRATEGIES.importances.list() if WEIGHTS in STRATEGIES.importances.get(n).scores]
+
+
+@pytest.mark.parametrize("name", WEIGHT_IMPORTANCES)
+@pytest.mark.parametrize("shape", [(8, 3, 3, 3), (10, 32), (4, 1, 3, 3), (2, 2, 1, 1, 1)])
+def test_weight_scores_are_non_negative_and_same_shape(name: str, shape: tuple[int, ...]) -> None:
+    imp = STRATEGIES.importances.get(name)
+    gen = torch.Generator().manual_seed(0)
+    param = nn.Parameter(torch.randn(shape, generator=gen))
+    param.grad = torch.randn(shape, generator=gen)  # gradient-based metrics read .grad
+    ctx = ScoreContext(model=nn.Identity(), generator=torch.Generator().manual_seed(0))
+    scores = imp.weight_scores(param, ctx)
+    assert isinstance(scores, torch.Tensor) and scores.shape == param.shape
+    assert torch.isfinite(scores).all() and (scores >= 0).all()
+    assert not scores.requires_grad or scores.grad_fn is None
+
+
+@pytest.mark.parametrize("name", WEIGHT_IMPORTANCES)
+@pytest.mark.parametrize("scope", ["layer", "global"])
+def test_weight_importance_prunes_end_to_end(name: str, scope: str, cnn: nn.Module, image: torch.Tensor) -> None:
+    cnn.eval()
+    before = cnn(image)
+    report = modprune.prune(cnn, PruneConfig(importance=name, target=0.3, scope=scope), example_inputs=image)
+    assert abs(report.achieved - 0.3) < 1e-3
+    assert report.to_dict()["nonzero_after"] == report.nonzero_after < report.nonzero_before
+    after = cnn(image)
+    assert after.shape == before.shape and torch.isfinite(after).all()
+    assert all(p.grad is None for p in cnn.parameters())  # no gradients left behind
+
+
+@pytest.mark.parametrize("name", STRATEGIES.pruners.list())
+def test_pruner_contract(name: str) -> None:
+    pruner = STRATEGIES.pruners.get(name)
+    assert isinstance(pruner, Pruner) and pruner.name == name
+    assert pruner.requires in (WEIGHTS, CHANNELS)
+    assert isinstance(pruner.description, str)
+    assert callable(pruner.prune) and callable(pruner.check)
+    assert [n for n in STRATEGIES.importances.list() if pruner.requires in STRATEGIES.importances.get(n).scores]
+
+
+@pytest.mark.parametrize("name", STRATEGIES.recipes.list())
+def test_recipe_contract(name: str) -> None:
+    recipe = STRATEGIES.recipes.get(name)
+    assert isinstance(recipe, Recipe) and recipe.name == name and isinstance(recipe.description, str)
+    config = recipe.config
+    assert isinstance(config, PruneConfig)
+    assert PruneConfig.from_dict(config.to_dict()) == config
+    assert PruneConfig.from_yaml(config.to_yaml()) == config
+    again = recipe_from_dict(recipe.to_dict())
+    assert (again.name, again.description, again.config) == (recipe.name, recipe.description, config)
+    assert modprune.load_recipe(name) == config
+
+
+@pytest.mark.parametrize("name", STRATEGIES.recipes.list())
+def test_recipe_names_registered_strategies(name: str) -> None:
+    config = STRATEGIES.recipes.get(name).config
+    if config.method in PENDING_PRUNERS and config.method not in STRATEGIES.pruners:
+        pytest.xfail(f"pruner {config.method!r} is not registered yet")
+    pruner = STRATEGIES.pruners.get(config.method)
+    importance = STRATEGIES.importances.get(config.importance).configure(config.importance_options)
+    assert pruner.requires in importance.scores
+
+
+@pytest.mark.parametrize("name", [n for n in STRATEGIES.recipes.list() if STRATEGIES.recipes.get(n).config.method == "unstructured"])
+def test_unstructured_recipes_prune_end_to_end(name: str, cnn: nn.Module, image: torch.Tensor) -> None:
+    config = modprune.load_recipe(name)
+    reference = copy.deepcopy(cnn)
+    report = modprune.prune(cnn, config, example_inputs=image)
+    assert abs(report.achieved - config.target) < 1e-3
+    assert report.macs_before == report.macs_after == modprune.measure.count_macs(reference, image)

@@ -1,0 +1,486 @@
+"""Design police: every hook is exercised, plugins fail softly, registries fail loudly, imports stay lean."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import inspect
+import json
+import logging
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+from typing import Any, Callable
+
+import pluggy
+import pytest
+import torch
+from torch import nn
+
+import modprune
+from modprune import hookimpl, hookspecs
+from modprune.detectors import Detector, by_type
+from modprune.exceptions import DuplicateStrategyError, ModpruneError, UnknownStrategyError
+from modprune.importance import WEIGHTS, Importance
+from modprune.importance.magnitude import L1
+from modprune.plugins import ModpruneManager, get_plugin_manager
+from modprune.pruners import Pruner
+from modprune.recipes import Recipe
+from modprune.registry import Registry
+
+
+def hookspec_names() -> list[str]:
+    """Every hook declared in hookspecs.py, found programmatically."""
+    return sorted(
+        name
+        for name, fn in inspect.getmembers(hookspecs, inspect.isfunction)
+        if hasattr(fn, f"{hookspecs.PROJECT_NAME}_spec")
+    )
+
+
+def test_hookspecs_are_found() -> None:
+    names = hookspec_names()
+    assert "modprune_register_detectors" in names and "modprune_load_model" in names
+    assert len(names) >= 10
+
+
+# --- one exercise per hook: each registers a plugin and calls the hook through a plugin manager ---
+
+
+class Gate(nn.Module):
+    """A custom module: weights-only loading needs it allowlisted (modprune_register_safe_globals)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(x).sigmoid()
+
+
+class Calls:
+    """A plugin implementing every hook, recording which ones were called."""
+
+    def __init__(self) -> None:
+        self.called: list[str] = []
+        self.prepared: list[nn.Module] = []
+
+    @hookimpl
+    def modprune_register_detectors(self) -> list[Detector]:
+        self.called.append("modprune_register_detectors")
+        return [by_type("gate", "gate", Gate, priority=50)]
+
+    @hookimpl
+    def modprune_register_importances(self) -> list[Importance]:
+        self.called.append("modprune_register_importances")
+        return [_Ones()]
+
+    @hookimpl
+    def modprune_register_pruners(self) -> list[Pruner]:
+        self.called.append("modprune_register_pruners")
+        return [_Noop(self)]
+
+    @hookimpl
+    def modprune_register_recipes(self) -> list[Recipe]:
+        self.called.append("modprune_register_recipes")
+        return [Recipe("calls-recipe", "a recipe from a plugin", modprune.PruneConfig(target=0.25))]
+
+    @hookimpl
+    def modprune_register_layer_pruners(self) -> list[tuple[type, Any]]:
+        self.called.append("modprune_register_layer_pruners")
+        return [(Gate, "gate-layer-pruner")]
+
+    @hookimpl
+    def modprune_register_safe_globals(self) -> list[type]:
+        self.called.append("modprune_register_safe_globals")
+        return [Gate]
+
+    @hookimpl
+    def modprune_load_model(self, path: Path, trust_pickle: bool) -> nn.Module | None:
+        self.called.append("modprune_load_model")
+        if path.suffix == ".toy":
+            return nn.Linear(int(path.read_text()), 1)
+        return None
+
+    @hookimpl
+    def modprune_save_model(self, model: nn.Module, path: Path, metadata: dict[str, Any]) -> bool | None:
+        self.called.append("modprune_save_model")
+        if isinstance(model, nn.Linear):
+            path.write_text(str(model.in_features))
+            return True
+        return None
+
+    @hookimpl
+    def modprune_prepare_model(self, model: nn.Module, config: modprune.PruneConfig) -> None:
+        self.called.append("modprune_prepare_model")
+        self.prepared.append(model)
+
+    @hookimpl
+    def modprune_protected_modules(self, model: nn.Module) -> list[nn.Module]:
+        self.called.append("modprune_protected_modules")
+        return [m for m in model.modules() if isinstance(m, Gate)]
+
+    @hookimpl
+    def modprune_unwrapped_parameters(self, model: nn.Module) -> list[tuple[Any, int]]:
+        self.called.append("modprune_unwrapped_parameters")
+        return [(p, 0) for n, p in model.named_parameters() if n.endswith("scale")]
+
+    @hookimpl
+    def modprune_finalize_model(self, model: nn.Module) -> None:
+        self.called.append("modprune_finalize_model")
+        model.finalized = True  # type: ignore[attr-defined]
+
+
+class _Ones(Importance):
+    name = "calls_ones"
+    scores = frozenset({WEIGHTS})
+
+    def weight_scores(self, param: torch.Tensor, ctx: Any) -> torch.Tensor:
+        return torch.ones_like(param)
+
+
+class _Noop(Pruner):
+    name = "calls_noop"
+    requires = WEIGHTS
+
+    def __init__(self, plugin: Calls) -> None:
+        self.plugin = plugin
+
+    def prune(self, model: nn.Module, config: modprune.PruneConfig, ctx: Any) -> None:
+        self.plugin.called.append("pruner.prune")
+
+
+def _model() -> nn.Module:
+    return nn.Sequential(nn.Conv2d(3, 3, 1), Gate())
+
+
+def _ex_detectors(pm: ModpruneManager, plugin: Calls, tmp_path: Path) -> None:
+    assert modprune.categorize(_model(), pm).params["1.conv.weight"] == "gate"
+
+
+def _ex_importances(pm: ModpruneManager, plugin: Calls, tmp_path: Path) -> None:
+    report = modprune.prune(_model(), modprune.PruneConfig(target=0.2, importance="calls_ones"), pm=pm)
+    assert abs(report.achieved - 0.2) < 0.05
+
+
+def _ex_pruners(pm: ModpruneManager, plugin: Calls, tmp_path: Path) -> None:
+    modprune.prune(_model(), modprune.PruneConfig(method="calls_noop", target=0.2), pm=pm)
+    assert "pruner.prune" in plugin.called
+
+
+def _ex_recipes(pm: ModpruneManager, plugin: Calls, tmp_path: Path) -> None:
+    assert modprune.load_recipe("calls-recipe", pm=pm).target == 0.25
+    assert "calls-recipe" in modprune.list_recipes(pm)
+
+
+def _ex_layer_pruners(pm: ModpruneManager, plugin: Calls, tmp_path: Path) -> None:
+    assert pm.strategies.layer_pruners[Gate] == "gate-layer-pruner"
+
+
+def _ex_safe_globals(pm: ModpruneManager, plugin: Calls, tmp_path: Path) -> None:
+    model = _model()
+    modprune.save(model, tmp_path / "gate.pt", pm=pm)
+    loaded = modprune.load(tmp_path / "gate.pt", pm=pm)  # no trust_pickle: Gate is allowlisted
+    assert torch.equal(loaded[1].conv.weight, model[1].conv.weight)
+
+
+def _ex_load_model(pm: ModpruneManager, plugin: Calls, tmp_path: Path) -> None:
+    (tmp_path / "m.toy").write_text("7")
+    assert modprune.load(tmp_path / "m.toy", pm=pm).in_features == 7
+
+
+def _ex_save_model(pm: ModpruneManager, plugin: Calls, tmp_path: Path) -> None:
+    modprune.save(nn.Linear(5, 1), tmp_path / "lin.toy", pm=pm)
+    assert (tmp_path / "lin.toy").read_text() == "5"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["lin.toy"]  # written via a temp file, renamed
+
+
+def _ex_prepare_model(pm: ModpruneManager, plugin: Calls, tmp_path: Path) -> None:
+    model = _model()
+    pm.hook.modprune_prepare_model(model=model, config=modprune.PruneConfig())
+    assert plugin.prepared == [model]
+
+
+def _ex_protected_modules(pm: ModpruneManager, plugin: Calls, tmp_path: Path) -> None:
+    model = _model()
+    found = [m for found in pm.hook.modprune_protected_modules(model=model) for m in found]
+    assert found == [model[1]]
+
+
+def _ex_unwrapped_parameters(pm: ModpruneManager, plugin: Calls, tmp_path: Path) -> None:
+    model = _model()
+    model.scale = nn.Parameter(torch.ones(3))
+    pairs = [p for found in pm.hook.modprune_unwrapped_parameters(model=model) for p in found]
+    assert len(pairs) == 1 and pairs[0][0] is model.scale
+
+
+def _ex_finalize_model(pm: ModpruneManager, plugin: Calls, tmp_path: Path) -> None:
+    model = _model()
+    pm.hook.modprune_finalize_model(model=model)
+    assert model.finalized
+
+
+HOOK_EXERCISES: dict[str, Callable[[ModpruneManager, Calls, Path], None]] = {
+    "modprune_register_detectors": _ex_detectors,
+    "modprune_register_importances": _ex_importances,
+    "modprune_register_pruners": _ex_pruners,
+    "modprune_register_recipes": _ex_recipes,
+    "modprune_register_layer_pruners": _ex_layer_pruners,
+    "modprune_register_safe_globals": _ex_safe_globals,
+    "modprune_load_model": _ex_load_model,
+    "modprune_save_model": _ex_save_model,
+    "modprune_prepare_model": _ex_prepare_model,
+    "modprune_protected_modules": _ex_protected_modules,
+    "modprune_unwrapped_parameters": _ex_unwrapped_parameters,
+    "modprune_finalize_model": _ex_finalize_model,
+}
+
+
+@pytest.mark.parametrize("hook", hookspec_names())
+def test_every_hookspec_is_exercised(hook: str, tmp_path: Path) -> None:
+    assert hook in HOOK_EXERCISES, f"hookspec {hook} has no test: add an exercise to HOOK_EXERCISES"
+    plugin = Calls()
+    pm = get_plugin_manager(entry_points=False, plugins=[plugin])
+    HOOK_EXERCISES[hook](pm, plugin, tmp_path)
+    assert hook in plugin.called, f"{hook} was not called through the plugin manager"
+
+
+def test_no_exercise_for_a_removed_hook() -> None:
+    assert set(HOOK_EXERCISES) <= set(hookspec_names())
+
+
+# --- misspelt hooks --------------------------------------------------------------------------
+
+
+class Misspelt:
+    @hookimpl
+    def modprune_register_detector(self) -> list[Detector]:  # missing the final "s"
+        return []
+
+
+def test_check_pending_catches_a_misspelt_hookimpl() -> None:
+    pm = get_plugin_manager(entry_points=False)
+    pm.register(Misspelt(), name="misspelt")
+    with pytest.raises(pluggy.PluginValidationError, match="modprune_register_detector"):
+        pm.check_pending()
+
+
+def test_get_plugin_manager_names_the_misspelt_hook() -> None:
+    with pytest.raises(ModpruneError, match="did you mean 'modprune_register_detectors'"):
+        get_plugin_manager(entry_points=False, plugins=[Misspelt()])
+
+
+def test_a_hookimpl_with_wrong_arguments_is_refused() -> None:
+    class WrongArgs:
+        @hookimpl
+        def modprune_load_model(self, filename: str) -> None:  # the spec says (path, trust_pickle)
+            return None
+
+    with pytest.raises(ModpruneError, match="invalid"):
+        get_plugin_manager(entry_points=False, plugins=[WrongArgs()])
+
+
+# --- import hygiene --------------------------------------------------------------------------
+
+
+def test_import_modprune_imports_no_heavy_integrations() -> None:
+    code = textwrap.dedent(
+        """
+        import json, sys
+        import modprune
+        modprune.PruneConfig(target=0.2)
+        heavy = ("ultralytics", "onnx", "onnxruntime", "torchvision", "torch_pruning")
+        print(json.dumps(sorted(m for m in sys.modules if m.split(".")[0] in heavy)))
+        """
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert json.loads(out.strip().splitlines()[-1]) == []
+
+
+# --- registries ------------------------------------------------------------------------------
+
+FAMILIES = ("detectors", "importances", "pruners", "recipes")
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_unknown_name_lists_valid_names(family: str) -> None:
+    registry: Registry[Any] = getattr(modprune.get_plugin_manager().strategies, family)
+    with pytest.raises(UnknownStrategyError) as info:
+        registry.get("no-such-strategy")
+    message = str(info.value)
+    assert "no-such-strategy" in message
+    for name in registry.list():
+        assert name in message
+    assert isinstance(info.value, KeyError) and isinstance(info.value, ModpruneError)
+
+
+def test_unknown_names_through_the_api(cnn: nn.Module) -> None:
+    with pytest.raises(UnknownStrategyError, match="l1l2"):
+        modprune.prune(cnn, modprune.PruneConfig(importance="nope"))
+    with pytest.raises(UnknownStrategyError, match="unstructured"):
+        modprune.prune(cnn, modprune.PruneConfig(method="nope"))
+    with pytest.raises(UnknownStrategyError, match="unstructured-10"):
+        modprune.load_recipe("nope")
+
+
+def test_registry_refuses_duplicates_and_empty_names() -> None:
+    reg: Registry[int] = Registry("thing")
+    reg.register("a", 1, source="p1")
+    with pytest.raises(DuplicateStrategyError, match="p1"):
+        reg.register("a", 2, source="p2")
+    with pytest.raises(DuplicateStrategyError):
+        reg.register("", 3)
+    assert reg.get("a") == 1 and reg.source("a") == "p1" and list(reg) == ["a"] and len(reg) == 1
+
+
+class DuplicateL1:
+    """A third-party plugin reusing the built-in name ``l1``."""
+
+    @hookimpl
+    def modprune_register_importances(self) -> list[Importance]:
+        return [L1(), _Ones()]
+
+
+def test_third_party_duplicate_of_a_builtin_is_skipped_with_a_warning(caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.WARNING, logger="modprune.plugins"):
+        pm = get_plugin_manager(entry_points=False, plugins=[DuplicateL1()])
+    assert pm.strategies.importances.source("l1") == "modprune.importance.builtin"
+    assert "calls_ones" in pm.strategies.importances  # the plugin's other strategies still count
+    assert "DuplicateL1" in pm.failed_plugins
+    assert any("l1" in r.getMessage() and "DuplicateL1" in r.getMessage() for r in caplog.records)
+
+
+def test_third_party_duplicate_raises_under_strict() -> None:
+    with pytest.raises(DuplicateStrategyError, match="'l1'"):
+        get_plugin_manager(entry_points=False, plugins=[DuplicateL1()], strict=True)
+
+
+def test_builtin_duplicate_raises() -> None:
+    pm = get_plugin_manager(entry_points=False)
+    pm.register_plugin(DuplicateL1(), "another.builtin", builtin=True)
+    with pytest.raises(DuplicateStrategyError):
+        pm.strategies  # noqa: B018
+
+
+def test_registering_a_plugin_refreshes_the_registries() -> None:
+    pm = get_plugin_manager(entry_points=False)
+    assert "calls_ones" not in pm.strategies.importances
+    pm.register(Calls(), name="late")
+    assert "calls_ones" in pm.strategies.importances
+    pm.unregister(name="late")
+    assert "calls_ones" not in pm.strategies.importances
+
+
+def test_a_plugin_passed_twice_is_registered_once() -> None:
+    plugin = Calls()
+    pm = get_plugin_manager(entry_points=False, plugins=[plugin, plugin])
+    assert "calls_ones" in pm.strategies.importances
+
+
+class WrongTypes:
+    @hookimpl
+    def modprune_register_importances(self) -> list[Any]:
+        return [L1, "not an importance"]  # a class instead of an instance, and junk
+
+
+class RaisingRegistration:
+    @hookimpl
+    def modprune_register_detectors(self) -> list[Detector]:
+        raise RuntimeError("boom in registration")
+
+
+@pytest.mark.parametrize("plugin_cls", [WrongTypes, RaisingRegistration])
+def test_bad_registrations_are_skipped_unless_strict(plugin_cls: type, caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.WARNING, logger="modprune.plugins"):
+        pm = get_plugin_manager(entry_points=False, plugins=[plugin_cls()])
+    assert plugin_cls.__name__ in pm.failed_plugins
+    assert "l1" in pm.strategies.importances and "conv" in pm.strategies.detectors
+    with pytest.raises(ModpruneError, match=plugin_cls.__name__):
+        get_plugin_manager(entry_points=False, plugins=[plugin_cls()], strict=True)
+
+
+# --- entry points ----------------------------------------------------------------------------
+
+
+@pytest.fixture()
+def fake_entry_points(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Callable[..., None]:
+    """Replace the installed ``modprune`` entry points by ``name=module`` pairs (modules in tmp_path)."""
+
+    def install(**modules: str) -> None:
+        eps = []
+        for name, source in modules.items():
+            module = f"fake_modprune_plugin_{name}"
+            (tmp_path / f"{module}.py").write_text(textwrap.dedent(source))
+            eps.append(importlib.metadata.EntryPoint(name=name, value=module, group="modprune"))
+        monkeypatch.syspath_prepend(str(tmp_path))
+        for module in [m for m in sys.modules if m.startswith("fake_modprune_plugin_")]:
+            monkeypatch.delitem(sys.modules, module)
+
+        def entry_points(**kwargs: Any) -> list[importlib.metadata.EntryPoint]:
+            return eps if kwargs.get("group") == "modprune" else []
+
+        monkeypatch.setattr(importlib.metadata, "entry_points", entry_points)
+
+    return install
+
+
+BROKEN = "raise RuntimeError('this plugin is broken on import')\n"
+GOOD = """
+import modprune
+from modprune.importance.magnitude import L2
+
+class Squared(L2):
+    name = "good_squared"
+
+@modprune.hookimpl
+def modprune_register_importances():
+    return [Squared()]
+"""
+MISSPELT = """
+import modprune
+
+@modprune.hookimpl
+def modprune_register_importance():
+    return []
+"""
+
+
+def test_a_plugin_raising_on_import_is_named_and_skipped(
+    fake_entry_points: Callable[..., None], caplog: pytest.LogCaptureFixture
+) -> None:
+    fake_entry_points(broken=BROKEN, good=GOOD)
+    with caplog.at_level(logging.WARNING, logger="modprune.plugins"):
+        pm = get_plugin_manager()
+    assert "good_squared" in pm.strategies.importances  # the healthy plugin still loads
+    assert "broken" in pm.failed_plugins and "this plugin is broken" in pm.failed_plugins["broken"]
+    assert any("'broken'" in r.getMessage() for r in caplog.records)
+
+
+@pytest.mark.parametrize("how", [{"required": ["broken"]}, {"strict": True}])
+def test_a_plugin_raising_on_import_is_fatal_when_required_or_strict(
+    fake_entry_points: Callable[..., None], how: dict[str, Any]
+) -> None:
+    fake_entry_points(broken=BROKEN, good=GOOD)
+    with pytest.raises(ModpruneError, match="'broken'"):
+        get_plugin_manager(**how)
+
+
+def test_a_required_plugin_that_is_not_installed_raises(fake_entry_points: Callable[..., None]) -> None:
+    fake_entry_points(good=GOOD)
+    with pytest.raises(ModpruneError, match="not installed: absent"):
+        get_plugin_manager(required=["absent"])
+
+
+def test_an_installed_plugin_with_a_misspelt_hook_is_skipped(fake_entry_points: Callable[..., None]) -> None:
+    fake_entry_points(typo=MISSPELT, good=GOOD)
+    pm = get_plugin_manager()
+    assert "typo" in pm.failed_plugins and "modprune_register_importances" in pm.failed_plugins["typo"]
+    assert not pm.is_registered(sys.modules["fake_modprune_plugin_typo"])
+    pm.check_pending()  # nothing unknown is left registered
+    with pytest.raises(ModpruneError, match="typo"):
+        get_plugin_manager(strict=True)
+
+
+def test_get_plugin_manager_builds_a_fresh_manager_each_call() -> None:
+    a, b = get_plugin_manager(entry_points=False), get_plugin_manager(entry_points=False)
+    assert a is not b and a.strategies.importances.list() == b.strategies.importances.list()

@@ -1,0 +1,66 @@
+"""Structured pruning of real architectures to MACs targets: reached within 1 point, shapes unchanged."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import pytest
+
+import modprune
+from modprune.measure import count_macs
+
+from ._support import PRUNE_SIZE, TORCHVISION_MODELS, ULTRALYTICS_MODELS, example, main_output
+
+log = logging.getLogger("modprune.tests.structured")
+
+MODELS = ULTRALYTICS_MODELS + TORCHVISION_MODELS
+#: Second input size for the forward check (ultralytics needs multiples of 32).
+OTHER_SIZE = 96
+
+
+@pytest.mark.parametrize("target", [0.3, 0.5])
+@pytest.mark.parametrize("name", MODELS)
+def test_macs_target_is_reached(name: str, target: float, build, pm) -> None:
+    model = build(name)
+    x = example(PRUNE_SIZE)
+    shapes = {size: main_output(model, example(size)).shape for size in (PRUNE_SIZE, OTHER_SIZE)}
+    config = modprune.PruneConfig(method="structured", target=target, target_kind="macs", importance="l2")
+    started = time.perf_counter()
+    report = modprune.prune(model, config, x, pm=pm)
+    elapsed = time.perf_counter() - started
+    log.info("%s -%.0f%% MACs: %.2f s in all (%.2f s pruning), achieved %.4f", name, target * 100, elapsed,
+             report.seconds, report.achieved)
+    assert abs(report.achieved - target) <= 0.01, report.notes
+    macs_before = report.macs_before
+    assert abs((1 - count_macs(model, x) / macs_before) - target) <= 0.01
+    assert report.params_after < report.params_before
+    for size, shape in shapes.items():
+        assert main_output(model, example(size, batch=2)).shape[1:] == shape[1:]
+    assert any(n.startswith("step 1/1") for n in report.notes)
+
+
+def test_shufflenet_is_refused_naming_the_block(pm) -> None:
+    """torch-pruning cannot trace channel_shuffle (a 5-D reshape); the error names where and what to do."""
+    torchvision = pytest.importorskip("torchvision")
+    model = torchvision.models.shufflenet_v2_x0_5(weights=None).eval()
+    config = modprune.PruneConfig(method="structured", target=0.3)
+    with pytest.raises(modprune.UnsupportedModelError, match=r"stage\d\.\d.*modprune_register_layer_pruners"):
+        modprune.prune(model, config, example(), pm=pm)
+
+
+def test_output_layers_keep_their_widths(build, pm) -> None:
+    model = build("resnet18")
+    report = modprune.prune(model, modprune.PruneConfig(method="structured", target=0.5), example(), pm=pm)
+    assert model.fc.out_features == 1000
+    assert any("fc (Linear)" in n for n in report.notes if n.startswith("output widths kept"))
+
+
+def test_forward_runs_in_train_mode_after_pruning(build, pm) -> None:
+    model = build("yolov8n")
+    modprune.prune(model, modprune.PruneConfig(method="structured", target=0.3), example(), pm=pm)
+    model.train()
+    out = model(example(64, batch=2))  # training output: raw per-level predictions
+    assert isinstance(out, (dict, list, tuple))
+    model.eval()
+    assert main_output(model, example(64)).shape[1:] == (84, 84)
