@@ -154,7 +154,9 @@ def prune(
         importance=config.importance,
         target=config.target,
         target_kind=config.target_kind,
-        achieved=_achieved(config, params_before, params_after, nonzero_before, nonzero_after, macs_before, macs_after),
+        achieved=ctx.achieved if ctx.achieved is not None else _achieved(
+            config, params_before, params_after, nonzero_before, nonzero_after, macs_before, macs_after
+        ),
         params_before=params_before,
         params_after=params_after,
         nonzero_before=nonzero_before,

@@ -64,7 +64,6 @@ class Strategies:
     pruners: Registry[Any]
     recipes: Registry[Any]
     layer_pruners: dict[type, Any]
-    safe_globals: list[type]
 
 
 _FAMILIES: tuple[tuple[str, str], ...] = (
@@ -106,11 +105,13 @@ class ModpruneManager(pluggy.PluginManager):
     def register(self, plugin: Any, name: str | None = None) -> str | None:
         """pluggy's ``register``; also drops the cached registries."""
         self.__dict__.pop("strategies", None)
+        self.__dict__.pop("safe_globals", None)
         return super().register(plugin, name)
 
     def unregister(self, plugin: Any = None, name: str | None = None) -> Any:
         """pluggy's ``unregister``; also drops the cached registries."""
         self.__dict__.pop("strategies", None)
+        self.__dict__.pop("safe_globals", None)
         return super().unregister(plugin, name)
 
     def register_plugin(self, plugin: Any, name: str, *, version: str = "", builtin: bool = False) -> None:
@@ -161,6 +162,15 @@ class ModpruneManager(pluggy.PluginManager):
                         obj=pair[0]))
                     continue
                 layer_pruners[pair[0]] = pair[1]
+        return Strategies(layer_pruners=layer_pruners, **registries)
+
+    @functools.cached_property
+    def safe_globals(self) -> list[type]:
+        """Classes plugins allow weights-only loading to rebuild (``modprune_register_safe_globals``).
+
+        Collected on first use, when a file is loaded, not when the manager is built: listing a
+        framework's classes imports the framework.
+        """
         safe: list[type] = []
         for plugin_name, classes in self._results("modprune_register_safe_globals"):
             for c in classes:
@@ -170,7 +180,7 @@ class ModpruneManager(pluggy.PluginManager):
                         obj=plugin_name))
                 elif c not in safe:
                     safe.append(c)
-        return Strategies(layer_pruners=layer_pruners, safe_globals=safe, **registries)
+        return safe
 
     def _fail(self, plugin_name: str, error: ModpruneError) -> None:
         """Raise ``error`` for built-in plugins or under ``strict``; else warn and skip the item."""

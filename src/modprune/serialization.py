@@ -53,7 +53,7 @@ def _torch_module_classes() -> list[type]:
 
 def safe_globals(pm: ModpruneManager | None = None) -> list[type]:
     """Classes the weights-only loader may rebuild: PyTorch layers and every plugin's registrations."""
-    return _torch_module_classes() + list(resolve(pm).strategies.safe_globals)
+    return _torch_module_classes() + list(resolve(pm).safe_globals)
 
 
 def make_metadata(extra: Mapping[str, Any] | None = None) -> dict[str, Any]:

@@ -121,3 +121,28 @@ def test_yolo_loads_the_checkpoint_and_validates(build, pm, tmp_path: Path) -> N
     metrics = yolo.val(data=str(data), imgsz=64, batch=4, device="cpu", workers=0, plots=False, verbose=False,
                        project=str(tmp_path / "runs"), name="val")
     assert "metrics/mAP50(B)" in metrics.results_dict
+
+
+def test_safe_globals_cover_ultralytics_and_split_blocks(pm) -> None:
+    from ultralytics.nn.modules import C2f, Detect
+    from ultralytics.nn.tasks import DetectionModel
+
+    from modprune.integrations.ultralytics.blocks import SPLIT_BLOCKS
+
+    allowed = set(pm.safe_globals)
+    assert {DetectionModel, C2f, Detect, *SPLIT_BLOCKS} <= allowed
+
+
+def test_checkpoint_written_by_ultralytics_training_loads_without_trust_pickle(pm, tmp_path: Path) -> None:
+    """A real checkpoint (one training epoch on 4 tiny images, ~4 s) needs only allowlisted classes."""
+    from ultralytics import YOLO
+
+    data = _tiny_dataset(tmp_path / "data")
+    YOLO("yolov8n.yaml").train(data=str(data), epochs=1, imgsz=64, batch=4, workers=0, device="cpu", plots=False,
+                               amp=False, verbose=False, project=str(tmp_path / "runs"), name="train")
+    last = tmp_path / "runs" / "train" / "weights" / "last.pt"
+    model = modprune.load(last, pm=pm)
+    assert type(model).__name__ == "DetectionModel"
+    assert all(p.dtype == torch.float32 for p in model.parameters())
+    report = modprune.prune(model, modprune.PruneConfig(method="structured", target=0.3), example(), pm=pm)
+    assert abs(report.achieved - 0.3) <= 0.01

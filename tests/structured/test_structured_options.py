@@ -125,7 +125,7 @@ def test_detect_final_convs_and_dfl_are_untouched_by_default(build, pm) -> None:
         assert torch.equal(module.weight, before[key][0]) and torch.equal(module.bias, before[key][1]), key
     assert torch.equal(head.dfl.conv.weight, dfl)
     assert [b[-1].out_channels for b in head.cv2] == [64] * 3 and [b[-1].out_channels for b in head.cv3] == [80] * 3
-    assert any("'attention'" in n and "Attention" in n for n in report.notes)
+    assert any(n.startswith("attention protected") and "(Attention)" in n for n in report.notes)
 
 
 def test_attention_modules_are_protected(build, pm) -> None:

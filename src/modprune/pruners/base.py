@@ -35,6 +35,8 @@ class PruneContext:
     on_step: StepCallback | None = None
     #: Lines the pruner wants in the report (e.g. "attention protected: ...").
     notes: list[str] = field(default_factory=list)
+    #: What the pruner measured for targets the report cannot recompute (e.g. channel ratio).
+    achieved: float | None = None
 
     def score_context(self, model: nn.Module) -> ScoreContext:
         return ScoreContext(model, self.example_inputs, self.loss_fn, self.generator)

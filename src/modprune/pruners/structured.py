@@ -15,6 +15,17 @@ How a config becomes torch-pruning's vocabulary:
 
 Iterative schedules (``steps > 1``) reach ``target * k / steps`` after step ``k``, recomputing
 gradients before each step when the importance needs them, and calling ``ctx.on_step``.
+
+For plugin authors, what makes a custom block structurally prunable (all through hooks):
+
+* ``modprune_prepare_model``: rewrite blocks whose forward splits a conv output by stored sizes
+  (``chunk``, ``split``) into separate convolutions, with identical outputs;
+* ``modprune_register_layer_pruners``: ``(block_type, torch_pruning BasePruningFunc)`` for a block
+  torch-pruning cannot trace or slice (it is then pruned as one layer, its inputs and outputs);
+* ``modprune_unwrapped_parameters``: ``(parameter, channel_dim)`` for bare parameters with several
+  non-singleton dimensions (one with a single such dimension is pruned along it and reported);
+* ``modprune_protected_modules``: modules that must stay bit-identical (their inputs too);
+* ``modprune_finalize_model``: refresh stored widths / split sizes after pruning.
 """
 
 from __future__ import annotations
@@ -37,7 +48,6 @@ from modprune.pruners.base import PruneContext, Pruner
 from modprune.pruners.structured_graph import GraphPruner, Plan, tracing_mode
 from modprune.pruners.structured_search import Estimator, MacsTable, macs_table, search_scale
 from modprune.pruners.structured_setup import (
-    Roots,
     bare_parameter_notes,
     describe,
     find_protection,
@@ -133,7 +143,6 @@ class _Run:
                 f"(protect: {list(config.protect) or 'none'}); protect fewer categories",
                 config.target,
             )
-        self.outputs: Any = None
         self.output_shapes: dict[int, tuple[int, ...]] = {}
         self.custom_types = StructuredPruner._custom_types(ctx)
         self.pruner = self._build()
@@ -141,14 +150,30 @@ class _Run:
         self.table: MacsTable | None = None
         self.start: float | None = None
         self.start = self._measure()
-        self.scale = 0.0
 
     # --- graph --------------------------------------------------------------------------------
 
     def _build(self) -> GraphPruner:
-        """Trace the model into a :class:`GraphPruner`; raise naming the module that cannot be traced."""
-        pm = self.ctx.pm
-        declared = [pair for result in pm.hook.modprune_unwrapped_parameters(model=self.model) for pair in result or []]
+        """Trace the model into a :class:`GraphPruner`, then check what the graph found."""
+        declared = [
+            pair for result in self.ctx.pm.hook.modprune_unwrapped_parameters(model=self.model) for pair in result or []
+        ]
+        pruner, outputs = self._trace(declared)
+        frozen_ids = {id(p) for f in self.frozen for p in ([f] if isinstance(f, nn.Parameter) else f.parameters())}
+        self.ctx.notes.extend(bare_parameter_notes(pruner, self.model, {id(p) for p, _ in declared}, frozen_ids))
+        layers, terminal = output_layers(pruner, outputs)
+        shapes = [tuple(t.shape) for t in tensors_of(outputs)]
+        self.output_shapes = {i: shapes[i] for i in terminal}
+        kept = [m for m in layers if m not in pruner.ignored_layers]
+        pruner.ignored_layers.extend(kept)
+        if kept:
+            names = {id(m): n for n, m in self.model.named_modules()}
+            listed = ", ".join(describe(names.get(id(m), "?"), m) for m in kept[:6])
+            self.ctx.notes.append(f"output widths kept (layers feeding the model's outputs): {listed}")
+        return pruner
+
+    def _trace(self, declared: list[tuple[Any, int]]) -> tuple[GraphPruner, Any]:
+        """The :class:`GraphPruner` and the traced outputs; raises naming the module that cannot be traced."""
         captured: dict[str, Any] = {}
 
         def forward_fn(model: nn.Module, inputs: Any) -> Any:
@@ -156,42 +181,28 @@ class _Run:
             return captured["out"]
 
         started = time.perf_counter()
-        with module_stack(self.model) as stack:
+        with module_stack(self.model) as stack, tracing_mode(self.model):
             try:
-                with tracing_mode(self.model):
-                    pruner = GraphPruner(
-                        self.model,
-                        self.inputs,
-                        self.ctx.importance.channel_importance(),
-                        base_ratios=self.roots.base,
-                        scopes=self.roots.scopes,
-                        frozen=self.frozen,
-                        max_ratio=self.config.max_ratio,
-                        round_to=self.config.round_to,
-                        customized_pruners=pm.strategies.layer_pruners,
-                        unwrapped_parameters=declared,
-                        root_module_types=self.roots.types,
-                        forward_fn=forward_fn,
-                    )
+                pruner = GraphPruner(
+                    self.model,
+                    self.inputs,
+                    self.ctx.importance.channel_importance(),
+                    base_ratios=self.roots.base,
+                    scopes=self.roots.scopes,
+                    frozen=self.frozen,
+                    max_ratio=self.config.max_ratio,
+                    round_to=self.config.round_to,
+                    customized_pruners=self.ctx.pm.strategies.layer_pruners,
+                    unwrapped_parameters=declared,
+                    root_module_types=self.roots.types,
+                    forward_fn=forward_fn,
+                )
             except UnsupportedModelError:
                 raise
             except Exception as exc:  # torch-pruning and user models fail in many ways; name the module
                 raise unsupported_from(exc, self.model, stack, "tracing") from exc
         log.info("dependency graph built in %.2f s", time.perf_counter() - started)
-        self.outputs = captured.get("out")
-        layers, terminal = output_layers(pruner, self.outputs)
-        shapes = [tuple(t.shape) for t in tensors_of(self.outputs)]
-        self.output_shapes = {i: shapes[i] for i in terminal}
-        frozen_ids = {id(p) for f in self.frozen for p in ([f] if isinstance(f, nn.Parameter) else f.parameters())}
-        self.ctx.notes.extend(bare_parameter_notes(pruner, self.model, {id(p) for p, _ in declared}, frozen_ids))
-        outs = [m for m in layers if m not in pruner.ignored_layers]
-        pruner.ignored_layers.extend(outs)
-        if outs:
-            names = {id(m): n for n, m in self.model.named_modules()}
-            listed = ", ".join(describe(names.get(id(m), "?"), m) for m in outs[:6])
-            self.ctx.notes.append(f"output widths kept (layers feeding the model's outputs): {listed}")
-        self.outputs = None  # drop the traced graph
-        return pruner
+        return pruner, captured.get("out")
 
     # --- measuring ----------------------------------------------------------------------------
 
@@ -240,7 +251,8 @@ class _Run:
             if self.ctx.on_step is not None:
                 self.ctx.on_step(step, steps, self.model)
         if self.kind == "channels":
-            self.ctx.notes.append(f"achieved channel reduction {1 - current / self.start:.4f} (root layers' outputs)")
+            self.ctx.achieved = 1 - current / self.start
+            self.ctx.notes.append(f"achieved channel reduction {self.ctx.achieved:.4f} (root layers' outputs)")
             return
         for attempt in range(MAX_CORRECTIONS):
             achieved = 1 - current / self.start

@@ -1,9 +1,14 @@
 """torch-pruning's dependency graph and ``BasePruner``, adapted to modprune's needs.
 
-:class:`GraphPruner` is a ``torch_pruning.pruner.BasePruner`` with four additions:
+:class:`GraphPruner` is a ``torch_pruning.pruner.BasePruner`` (its dependency graph, group building,
+ranking scopes, thresholds and ``round_to``) with these additions:
 
 * one knob, :attr:`GraphPruner.scale`: every root module's pruning ratio is
-  ``min(max_ratio, scale * base_ratio)``, so a search can try many scales on one dependency graph;
+  ``min(max_ratio, scale * base_ratio)``, so a search can try many scales on one dependency graph
+  (in the layer scope, each layer's ratio is offset by at most 0.1 % so that layers of equal width do
+  not all drop a channel at the same scale);
+* roots of plugin-registered layer types join the ranking scopes (torch-pruning scopes only its own
+  layer types);
 * frozen modules: a group that would touch a frozen module or parameter in any way (its outputs
   *or* its inputs) is skipped, so protected modules stay bit-identical;
 * importance scores are computed once per group and step (a search reuses them), with exact ties
@@ -42,6 +47,7 @@ _OUT_OF_REACH = 1e30
 #: Relative spread of the per-layer ratio offsets (layer scope): layers of equal width would
 #: otherwise all drop a channel at the same scale, making the result jump in coarse steps.
 _RATIO_SPREAD = 1e-3
+#: Low-discrepancy sequence step (golden ratio) for offsets and tie-breaking phases.
 _GOLDEN = 0.6180339887498949
 
 

@@ -71,16 +71,22 @@ class Protection:
 
 
 def find_protection(model: nn.Module, config: PruneConfig, ctx: PruneContext) -> Protection:
-    """Frozen modules: those owning parameters of protected categories, plus plugin-protected ones.
-
-    A bare parameter held by a container (not a leaf layer) is frozen on its own, so that
-    protecting it does not freeze the container's children.
-    """
-    names = {id(m): n for n, m in model.named_modules()}
-    modules = dict(model.named_modules())
+    """Frozen modules: those owning parameters of protected categories, plus plugin-protected ones."""
     out = Protection()
-    by_category: dict[str, list[str]] = defaultdict(list)
     seen: set[int] = set()
+    _protect_categories(model, config, ctx, out, seen)
+    _protect_plugin_modules(model, ctx, out, seen)
+    return out
+
+
+def _protect_categories(model: nn.Module, config: PruneConfig, ctx: PruneContext, out: Protection, seen: set[int]) -> None:
+    """Freeze the owners of every parameter in a protected category.
+
+    A parameter held by a container (not a leaf layer) is frozen on its own, so that protecting it
+    does not freeze the container's children.
+    """
+    modules = dict(model.named_modules())
+    by_category: dict[str, list[str]] = defaultdict(list)
     for pname, param in model.named_parameters():
         category = ctx.categories.params.get(pname)
         if category not in config.protect:
@@ -94,22 +100,27 @@ def find_protection(model: nn.Module, config: PruneConfig, ctx: PruneContext) ->
             by_category[category].append(describe(owner_name, owner) if target is owner else f"{pname} (parameter)")
     for category, items in sorted(by_category.items()):
         out.notes.append(f"protected category {category!r}: {len(items)} modules left untouched ({_short_list(items)})")
-    plugin_modules = [m for result in ctx.pm.hook.modprune_protected_modules(model=model) for m in (result or [])]
-    plugin_by_category: dict[str, list[str]] = defaultdict(list)
-    for module in plugin_modules:
-        if not isinstance(module, nn.Module) or id(module) not in names:
-            continue
-        if id(module) not in seen:
+
+
+def _protect_plugin_modules(model: nn.Module, ctx: PruneContext, out: Protection, seen: set[int]) -> None:
+    """Freeze the modules plugins return from ``modprune_protected_modules`` (with everything inside)."""
+    names = {id(m): n for n, m in model.named_modules()}
+    by_category: dict[str, list[str]] = defaultdict(list)
+    for result in ctx.pm.hook.modprune_protected_modules(model=model):
+        for module in result or []:
+            if not isinstance(module, nn.Module) or id(module) not in names or id(module) in seen:
+                continue
             seen.add(id(module))
             out.frozen.append(module)
             name = names[id(module)]
-            plugin_by_category[ctx.categories.modules.get(name, "other")].append(describe(name, module))
-    for category, items in sorted(plugin_by_category.items()):
+            by_category[ctx.categories.modules.get(name, "other")].append(describe(name, module))
+    for category, items in sorted(by_category.items()):
+        subject = "attention protected by plugins" if category == "attention" else (
+            f"protected by plugins, category {category!r}")
         out.notes.append(
-            f"protected by plugins (modprune_protected_modules), category {category!r}: {len(items)} modules "
-            f"left untouched ({_short_list(items)})"
+            f"{subject} (modprune_protected_modules): {len(items)} modules left untouched, with the channels they "
+            f"share ({_short_list(items)})"
         )
-    return out
 
 
 @dataclass

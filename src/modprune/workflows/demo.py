@@ -116,6 +116,7 @@ def run_demo(out_dir: str | Path, settings: DemoSettings = FULL, *, say: Say | N
         "imgsz": s.imgsz, "train_epochs": s.train_epochs, "finetune_epochs": s.finetune_epochs, "seed": s.seed,
         "all": {k: {m: v[m] for m in ("mAP50", "mAP50-95")} for k, v in metrics.items()},
     }
+    result["settings"] = asdict(s)
     result["prune_reports"] = {"seed-unstructured": seed_report.to_dict(), "structured": st_report.to_dict()}
 
     _step(say, 7, total, "writing the report")

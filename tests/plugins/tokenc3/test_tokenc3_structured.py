@@ -13,6 +13,7 @@ import os
 
 import pytest
 import torch
+import torch_pruning as tp
 from torch import nn
 from ultralytics.nn.modules import Conv
 
@@ -21,7 +22,12 @@ from modprune.measure import count_params
 from modprune_tokenc3_lsnet import blocks as B
 from modprune_tokenc3_lsnet import build_model
 from modprune_tokenc3_lsnet import prunable as P
-from modprune_tokenc3_lsnet.layer_pruners import BranchAttentionPruner, HeadLinearPruner
+from modprune_tokenc3_lsnet.layer_pruners import (
+    BranchAttentionPruner,
+    BranchPickPruner,
+    HeadLinearPruner,
+    layer_pruners,
+)
 
 RECIPE = "tokenc3-lsnet-structured"
 ATOL = 1e-5
@@ -95,6 +101,29 @@ def test_tokenc3_rewrite_structure():
     assert block.cv1.fusion_reg.conv.out_channels == block.reg_channels
     assert block.cross_ls[0].out_channels == block.ls_channels and block.cross_reg[0].groups == block.reg_channels
     assert isinstance(block.cv1.small_target_attention, P.BranchAttention)
+    assert [pick.index for pick in block.cv1.branch_picks] == [0, 1]
+
+
+@pytest.mark.filterwarnings("ignore:Unwrapped parameters detected")  # LSConv.fusion_weight, unused in forward
+def test_lsconv_branches_are_not_coupled_through_the_attention():
+    """Pruning large-branch channels touches the attention's inputs only: not its 2 outputs, and not
+    the small branch (torch-pruning would tie large channel 1 to small channel 0 through the slices)."""
+    torch.manual_seed(0)
+    lsconv = B.LSConv(16, 32, groups=4)
+    P.make_prunable(lsconv)
+    graph = tp.DependencyGraph().build_dependency(
+        lsconv, torch.randn(1, 16, 8, 8), customized_pruners=dict(layer_pruners())
+    )
+    group = graph.get_pruning_group(lsconv.large_branch[0], tp.prune_conv_out_channels, [0, 1, 2, 3])
+    touched = {(dep.target.module, dep.handler.__name__): sorted(idxs) for dep, idxs in group}
+    attention = lsconv.small_target_attention
+    assert touched[(attention, "prune_in_channels")] == [0, 1, 2, 3]
+    assert touched[(lsconv.fusion_conv.conv, "prune_in_channels")] == [0, 1, 2, 3]
+    modules = {module for module, _ in touched}
+    assert not modules & {lsconv.small_branch[0], lsconv.small_branch[1], attention[1], attention[3]}
+    group.prune()
+    assert lsconv(torch.randn(1, 16, 8, 8)).shape == (1, 32, 8, 8)
+    assert attention[3].out_channels == 2 and lsconv.small_branch[0].out_channels == 16
 
 
 def test_lsconv_alone_gets_branch_attention_only():
@@ -166,6 +195,15 @@ def test_branch_attention_pruner_prunes_inputs_never_outputs():
     assert attn(torch.randn(1, 13, 4, 4)).shape == (1, 2, 1, 1)
 
 
+def test_branch_pick_pruner_stops_the_dependency():
+    pick = P.BranchPick(1)
+    pruner = BranchPickPruner()
+    assert pruner.get_out_channels(pick) is None and pruner.get_in_channels(pick) is None
+    assert pruner.prune_out_channels(pick, [0, 5]) is pick and pruner.prune_in_channels(pick, [3]) is pick
+    attn = torch.arange(4.0).view(2, 2, 1, 1)
+    assert torch.equal(pick(attn), attn[:, 1:2])
+
+
 def test_head_linear_pruner_keeps_heads_equal():
     layer = P.HeadLinear(16, 16, heads=4)
     pruner = HeadLinearPruner()
@@ -180,8 +218,8 @@ def test_head_linear_pruner_keeps_heads_equal():
 
 def test_hooks_registered_through_the_plugin():
     pm = modprune.get_plugin_manager()
-    assert {P.BranchAttention, P.HeadLinear} <= set(pm.strategies.layer_pruners)
-    assert set(P.PRUNABLE_CLASSES) <= set(pm.strategies.safe_globals)
+    assert {P.BranchAttention, P.BranchPick, P.HeadLinear} <= set(pm.strategies.layer_pruners)
+    assert set(P.PRUNABLE_CLASSES) <= set(pm.safe_globals)
     gen = B.AdaHyperedgeGen(32, 4, 2)
     pairs = [p for r in pm.hook.modprune_unwrapped_parameters(model=gen) for p in r]
     assert [(p is gen.prototype_base, d) for p, d in pairs] == [(True, 1)]
@@ -193,7 +231,8 @@ def test_recipe_is_registered():
     assert cfg.importance == "l1l2"
     cats = set(modprune.valid_categories())
     assert set(cfg.category_ratios) <= cats
-    assert {"tokenc3", "lsconv", "lsghost", "dllm", "hyperace", "attention", "dsc"} <= set(cfg.category_ratios)
+    # the hypergraph ("attention") has no channels of its own: its width follows C3AH's cv1 (hyperace)
+    assert {"tokenc3", "lsconv", "lsghost", "dllm", "hyperace", "dsc", "early_backbone"} <= set(cfg.category_ratios)
     assert all(cfg.ratio_for(c) > 0 for c in cfg.category_ratios)
     assert not cfg.protect
 
@@ -251,7 +290,8 @@ def _check_consistent(model: nn.Module) -> None:
             assert m.ls_channels == m.ls_bottlenecks[0].cv1.conv.in_channels
             assert m.reg_channels == m.regular_bottlenecks[0].cv1.conv.in_channels
             assert m.cv1.fusion_conv.conv.out_channels == m.ls_channels + m.reg_channels
-            assert m.cross_interaction[0].groups == m.ls_channels + m.reg_channels
+            chains = m.ls_bottlenecks[-1].cv2.conv.out_channels + m.regular_bottlenecks[-1].cv2.conv.out_channels
+            assert m.cross_interaction[0].groups == chains == m.cv3.conv.in_channels - m.cv2.conv.out_channels
         if isinstance(m, B.DynamicLocalMixer):
             k2 = m.kernel_size**2
             assert m.weight_gen[3].out_channels == k2 * m.fusion.out_channels == k2 * m.local_context[0].out_channels
@@ -266,6 +306,11 @@ def _check_consistent(model: nn.Module) -> None:
         if isinstance(m, B.LSConv):
             assert m.small_target_attention[3].out_channels == 2
             assert type(m.small_target_attention) is nn.Sequential
+            for conv in (m.large_branch[0], m.small_branch[0]):
+                assert conv.out_channels % conv.groups == 0 and conv.in_channels % conv.groups == 0
+        if isinstance(m, nn.Conv2d):
+            assert m.out_channels % m.groups == 0 and m.in_channels % m.groups == 0
+            assert m.weight.shape[:2] == (m.out_channels, m.in_channels // m.groups)
 
 
 def test_tiny_model_structured_pruning_shrinks_every_custom_block():
@@ -291,6 +336,33 @@ def test_tiny_model_structured_pruning_shrinks_every_custom_block():
         torch.testing.assert_close(model(x), ref, atol=ATOL, rtol=0)
         P.restore_blocks(model)
         assert torch.equal(model(x), ref)
+
+
+def test_prunable_forms_train_like_the_originals():
+    """Train mode (batch statistics) and gradients: the prunable model is the same function."""
+    torch.manual_seed(0)
+    model = _randomise_norms(Tiny()).train()
+    x = torch.randn(2, 3, 64, 64, requires_grad=True)
+    model(x).square().mean().backward()
+    want = x.grad.clone()
+    P.make_prunable(model)
+    x.grad = None
+    model(x).square().mean().backward()
+    torch.testing.assert_close(x.grad, want, atol=1e-6, rtol=1e-4)
+    taps = [m for m in model.modules() if isinstance(m, P.PrunableDynamicLocalMixer)][0].kernel_taps
+    assert all(t.weight.grad is not None for t in taps)
+
+
+def test_model_saved_between_pruning_steps_loads_weights_only(original, tmp_path):
+    model = copy.deepcopy(original)
+    P.make_prunable(model)
+    path = tmp_path / "mid.pt"
+    modprune.save(model, path)
+    loaded = modprune.load(path).eval()  # weights-only: the prunable classes are allowlisted
+    assert isinstance(loaded.model[2], P.PrunableTokenC3)
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        assert torch.equal(model(x)[0], loaded(x)[0])
 
 
 def test_tiny_model_with_protected_hypergraph_keeps_it_untouched():
@@ -353,7 +425,8 @@ def test_recipe_removes_40_percent_of_macs_and_shrinks_custom_blocks(original, p
     _check_consistent(model)
     # only the plugins' protection: the head's final convs and DFL
     protected = [n for n in report.notes if "protected" in n]
-    assert len(protected) == 2 and "'detect_head': 6 modules" in protected[0] and "'dfl'" in protected[1]
+    assert len(protected) == 2, protected
+    assert "'detect_head'" in protected[0] and "6 modules" in protected[0] and "'dfl'" in protected[1]
 
 
 @pytest.mark.slow
@@ -364,9 +437,11 @@ def test_head_outputs_dfl_and_gates_untouched(original, pruned):
         for seq0, seq1 in zip(getattr(head0, branch), getattr(head1, branch)):
             assert torch.equal(seq0[-1].weight, seq1[-1].weight) and torch.equal(seq0[-1].bias, seq1[-1].bias)
     assert torch.equal(head0.dfl.conv.weight, head1.dfl.conv.weight)
-    for m0, m1 in zip(original.modules(), model.modules()):
-        if isinstance(m0, B.FullPAD_Tunnel):
-            assert torch.equal(m0.gate, m1.gate)
+    gates = [(name, m.gate) for name, m in original.named_modules() if isinstance(m, B.FullPAD_Tunnel)]
+    assert len(gates) == 6
+    pruned_modules = dict(model.named_modules())
+    for name, gate in gates:
+        assert torch.equal(pruned_modules[name].gate, gate)
 
 
 @pytest.mark.slow
@@ -425,4 +500,5 @@ def test_recipe_in_two_steps(original):
     assert not _classes(model) & set(P.PRUNABLE_CLASSES)
     _check_consistent(model)
     with torch.no_grad():
-        assert _head_outputs(model.eval()(torch.zeros(1, 3, 160, 160)))[:3] == [(1, 5, 2100), (1, 64, 2100), (1, 1, 2100)]
+        outputs = _head_outputs(model.eval()(torch.zeros(1, 3, 160, 160)))
+    assert outputs[:3] == [(1, 5, 2100), (1, 64, 2100), (1, 1, 2100)]

@@ -10,29 +10,44 @@ Public API:
   pickled by the user's YOLOv13 fork.
 - The blocks, in ``modprune_tokenc3_lsnet.blocks`` (stable import paths, stored in checkpoints).
 
-Importing this package changes nothing in ultralytics; call :func:`activate` for that.
+Importing this package changes nothing in ultralytics and does not import it (names load on first
+use, so modprune can load the plugin's entry point cheaply); call :func:`activate` to build models
+through ``ultralytics.YOLO``.
 """
 
 from __future__ import annotations
 
-from modprune_tokenc3_lsnet.activate import activate, activated, deactivate, is_active
-from modprune_tokenc3_lsnet.compat import FORK_CLASS_PATHS, fork_aliases, load_fork_checkpoint
-from modprune_tokenc3_lsnet.model import DEFAULT_CFG, build_model
-from modprune_tokenc3_lsnet.parse import CFG_DIR, PLUGIN_LAYERS, parse_model
+import importlib
+from typing import Any
 
-__all__ = [
-    "CFG_DIR",
-    "DEFAULT_CFG",
-    "FORK_CLASS_PATHS",
-    "PLUGIN_LAYERS",
-    "activate",
-    "activated",
-    "build_model",
-    "deactivate",
-    "fork_aliases",
-    "is_active",
-    "load_fork_checkpoint",
-    "parse_model",
-]
+#: public name -> submodule that defines it (imported on first access)
+_EXPORTS = {
+    "activate": "activate",
+    "activated": "activate",
+    "deactivate": "activate",
+    "is_active": "activate",
+    "FORK_CLASS_PATHS": "compat",
+    "fork_aliases": "compat",
+    "load_fork_checkpoint": "compat",
+    "DEFAULT_CFG": "model",
+    "build_model": "model",
+    "CFG_DIR": "parse",
+    "PLUGIN_LAYERS": "parse",
+    "parse_model": "parse",
+}
+
+__all__ = sorted(_EXPORTS)
 
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        value = getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))

@@ -21,7 +21,7 @@ from typing import Sequence
 import torch_pruning as tp
 from torch import nn
 
-from modprune_tokenc3_lsnet.prunable import BranchAttention, BranchPick, HeadLinear
+from modprune_tokenc3_lsnet.prunable_layers import BranchAttention, BranchPick, HeadLinear
 
 __all__ = ["BranchAttentionPruner", "BranchPickPruner", "HeadLinearPruner", "layer_pruners"]
 

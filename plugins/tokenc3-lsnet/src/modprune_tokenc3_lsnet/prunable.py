@@ -46,7 +46,6 @@ pruning steps pickles them.
 from __future__ import annotations
 
 import copy
-import logging
 from typing import Iterable
 
 import torch
@@ -56,6 +55,7 @@ from torch import nn
 from modprune_tokenc3_lsnet.blocks.hyperace import AdaHyperedgeGen, HyperACE
 from modprune_tokenc3_lsnet.blocks.lsnet import DynamicLocalMixer, LSConv, TokenC3
 from modprune_tokenc3_lsnet.blocks.yolov13 import DSC3k2
+from modprune_tokenc3_lsnet.prunable_layers import BranchAttention, BranchPick, HeadLinear
 
 __all__ = [
     "PRUNABLE_CLASSES",
@@ -76,9 +76,6 @@ __all__ = [
     "split_widths",
 ]
 
-log = logging.getLogger(__name__)
-
-
 # --- helpers ----------------------------------------------------------------------------------
 
 
@@ -94,10 +91,20 @@ def _param(tensor: torch.Tensor, like: nn.Parameter) -> nn.Parameter:
     return nn.Parameter(tensor.detach().clone(), requires_grad=like.requires_grad)
 
 
+def _copy_block(module: nn.Module) -> nn.Module:
+    """A deep copy of a conv block that keeps sharing its stateless children (ultralytics' ``Conv``
+    shares one activation module between all instances)."""
+    new = copy.deepcopy(module)
+    for name, child in module.named_children():
+        if not any(True for _ in child.parameters()) and not any(True for _ in child.buffers()):
+            setattr(new, name, child)
+    return new
+
+
 def slice_conv(module: nn.Module, keep: slice) -> nn.Module:
     """A copy of a conv block (``nn.Conv2d`` or ultralytics ``Conv``: conv, optional ``bn``, activation)
     computing only the output channels ``keep``. The conv must be ungrouped."""
-    new = copy.deepcopy(module)
+    new = _copy_block(module)
     conv = _conv_of(new)
     if conv.groups != 1:
         raise ValueError(f"cannot split a grouped convolution (groups={conv.groups})")
@@ -177,7 +184,7 @@ def _merge_per_channel(parts: list[nn.Sequential]) -> nn.Sequential:
 
 def merge_convs(parts: list[nn.Module]) -> nn.Module:
     """One conv block whose outputs are the concatenated outputs of ``parts`` (inverse of :func:`split_widths`)."""
-    new = copy.deepcopy(parts[0])
+    new = _copy_block(parts[0])
     conv = _conv_of(new)
     convs = [_conv_of(p) for p in parts]
     conv.weight = _param(torch.cat([c.weight for c in convs], 0), convs[0].weight)
@@ -213,33 +220,6 @@ def _replace_children(parent: nn.Module, old: tuple[str, ...], new: dict[str, nn
 
 
 # --- LSConv / TokenC3 -------------------------------------------------------------------------
-
-
-class BranchAttention(nn.Sequential):
-    """LSConv's ``small_target_attention`` (pool, 1x1, ReLU, 1x1 -> 2, sigmoid), unchanged except its class.
-
-    Its output holds two branch weights broadcast over the feature channels, not channels: its layer
-    pruner prunes the first conv's inputs (the concatenated branches) and never its 2 outputs.
-    """
-
-
-class BranchPick(nn.Module):
-    """``a[:, index:index + 1]``: one branch weight of a :class:`BranchAttention` output.
-
-    Its layer pruner does nothing and reports no channels, so a feature channel pruned through the
-    product with this weight never reaches the attention (nor, through it, the other branch).
-    """
-
-    def __init__(self, index: int) -> None:
-        super().__init__()
-        self.index = index
-
-    def forward(self, attn: torch.Tensor) -> torch.Tensor:
-        """Return the branch weight (B, 1, 1, 1)."""
-        return attn[:, self.index : self.index + 1]
-
-    def extra_repr(self) -> str:
-        return f"index={self.index}"
 
 
 class PrunableLSConv(LSConv):
@@ -310,18 +290,6 @@ class PrunableDynamicLocalMixer(DynamicLocalMixer):
 
 
 # --- hypergraph -------------------------------------------------------------------------------
-
-
-class HeadLinear(nn.Linear):
-    """``nn.Linear`` whose outputs (and inputs) are ``heads`` equal groups; its layer pruner declares
-    them as channel groups, so pruning removes the same number of channels from every head."""
-
-    def __init__(self, in_features: int, out_features: int, bias: bool = True, heads: int = 1) -> None:
-        super().__init__(in_features, out_features, bias)
-        self.heads = heads
-
-    def extra_repr(self) -> str:
-        return f"{super().extra_repr()}, heads={self.heads}"
 
 
 class PrunableAdaHyperedgeGen(AdaHyperedgeGen):
@@ -398,17 +366,24 @@ def _swap(module: nn.Module, cls: type) -> None:
     module.__class__ = cls
 
 
+def _mode_like(new: nn.Module, ref: nn.Module, recurse: bool = True) -> nn.Module:
+    """Give a newly built module (and, with ``recurse``, its children) the train/eval flag of ``ref``."""
+    for m in new.modules() if recurse else (new,):
+        m.training = ref.training
+    return new
+
+
 def _prepare_lsconv(lsconv: LSConv) -> None:
     attention = BranchAttention(*lsconv.small_target_attention)
-    attention.train(lsconv.small_target_attention.training)
+    attention.training = lsconv.small_target_attention.training
     lsconv.small_target_attention = attention
-    lsconv.branch_picks = nn.ModuleList([BranchPick(0), BranchPick(1)])
+    lsconv.branch_picks = _mode_like(nn.ModuleList([BranchPick(0), BranchPick(1)]), lsconv)
     _swap(lsconv, PrunableLSConv)
 
 
 def _restore_lsconv(lsconv: PrunableLSConv) -> None:
     plain = nn.Sequential(*lsconv.small_target_attention)
-    plain.train(lsconv.small_target_attention.training)
+    plain.training = lsconv.small_target_attention.training
     lsconv.small_target_attention = plain
     del lsconv.branch_picks
     _swap(lsconv, LSConv)
@@ -456,8 +431,9 @@ def _prepare_dllm(mixer: DynamicLocalMixer) -> None:
             tap.bias = _param(last.bias.detach().view(dim, k * k)[:, t], last.bias)
         tap.out_channels = dim
         taps.append(tap)
+    taps.training = last.training
     new_gen = nn.Sequential(*list(gen)[:3])
-    new_gen.train(gen.training)
+    new_gen.training = gen.training
     _replace_children(mixer, ("weight_gen",), {"weight_gen": new_gen, "kernel_taps": taps, "kernel_act": gen[4]})
     _swap(mixer, PrunableDynamicLocalMixer)
 
@@ -474,7 +450,7 @@ def _restore_dllm(mixer: PrunableDynamicLocalMixer) -> None:
         last.bias = _param(torch.stack([t.bias.detach() for t in taps], 1).reshape(-1), first.bias)
     last.out_channels = dim * k2
     gen = nn.Sequential(*mixer.weight_gen, last, mixer.kernel_act)
-    gen.train(mixer.weight_gen.training)
+    gen.training = mixer.weight_gen.training
     _replace_children(mixer, ("weight_gen", "kernel_taps", "kernel_act"), {"weight_gen": gen})
     _swap(mixer, DynamicLocalMixer)
 
@@ -489,18 +465,22 @@ def _prepare_hyperedge(gen: AdaHyperedgeGen) -> None:
         if old.bias is not None:
             net.bias = _param(old.bias[i * d : (i + 1) * d], old.bias)
         nets.append(net)
+    _mode_like(nets, old)
     proj = gen.pre_head_proj
     head = HeadLinear(proj.in_features, proj.out_features, proj.bias is not None, heads=gen.num_heads).to(proj.weight)
     head.weight = _param(proj.weight, proj.weight)
     if proj.bias is not None:
         head.bias = _param(proj.bias, proj.bias)
-    head.train(proj.training)
+    _mode_like(head, proj)
     _replace_children(gen, ("context_net",), {"context_nets": nets})
     gen.pre_head_proj = head
     _swap(gen, PrunableAdaHyperedgeGen)
 
 
 def _restore_hyperedge(gen: PrunableAdaHyperedgeGen) -> None:
+    d = gen.prototype_base.shape[1]
+    if d % gen.num_heads:
+        raise ValueError(f"hypergraph width {d} is no longer a multiple of its {gen.num_heads} heads")
     nets = list(gen.context_nets)
     first = nets[0]
     net = nn.Linear(first.in_features, first.out_features * len(nets), bias=first.bias is not None).to(first.weight)
@@ -512,19 +492,16 @@ def _restore_hyperedge(gen: PrunableAdaHyperedgeGen) -> None:
     plain.weight = _param(proj.weight, proj.weight)
     if proj.bias is not None:
         plain.bias = _param(proj.bias, proj.bias)
-    plain.train(proj.training)
-    net.train(first.training)
+    _mode_like(plain, proj)
+    _mode_like(net, first)
     _replace_children(gen, ("context_nets",), {"context_net": net})
     gen.pre_head_proj = plain
     _swap(gen, AdaHyperedgeGen)
-    d = gen.prototype_base.shape[1]
-    if d % gen.num_heads:
-        raise ValueError(f"hypergraph width {d} is no longer a multiple of its {gen.num_heads} heads")
 
 
 def _prepare_split(block: nn.Module, cls: type) -> None:
     parts = split_widths(block.cv1, block.split_sizes)
-    _replace_children(block, ("cv1",), {"cv1_parts": nn.ModuleList(parts)})
+    _replace_children(block, ("cv1",), {"cv1_parts": _mode_like(nn.ModuleList(parts), block.cv1, recurse=False)})
     _swap(block, cls)
 
 

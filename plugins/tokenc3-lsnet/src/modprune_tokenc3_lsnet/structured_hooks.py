@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import logging
 import sys
-from typing import Any, NamedTuple
+from typing import Any
 
 from torch import nn
 
@@ -26,15 +26,6 @@ from modprune import hookimpl
 log = logging.getLogger(__name__)
 
 _BLOCKS = "modprune_tokenc3_lsnet.blocks"
-
-
-class UnwrappedParameter(NamedTuple):
-    """A ``(parameter, channel_dim)`` pair that also reads like torch-pruning's own record
-    (``.parameters``, ``.pruning_dim``): modprune's bare-parameter check reads those attributes on
-    every entry of the dependency graph's list, which holds the declared pairs as given."""
-
-    parameters: nn.Parameter
-    pruning_dim: int
 
 
 def _has_blocks() -> bool:
@@ -67,7 +58,7 @@ def modprune_unwrapped_parameters(model: nn.Module) -> list[tuple[Any, int]]:
     from modprune_tokenc3_lsnet.blocks import AdaHyperedgeGen  # noqa: PLC0415
 
     return [
-        UnwrappedParameter(m.prototype_base, 1)
+        (m.prototype_base, 1)
         for m in model.modules()
         if isinstance(m, AdaHyperedgeGen) and isinstance(getattr(m, "prototype_base", None), nn.Parameter)
     ]

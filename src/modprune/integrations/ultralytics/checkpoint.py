@@ -138,11 +138,25 @@ def load_model(path: Path, trust_pickle: bool) -> nn.Module | None:
     model = ckpt.get("ema") or ckpt.get("model")
     if not isinstance(model, nn.Module):
         return None
-    model = model.float()
+    model = _unfreeze(model.float())
     train_args = ckpt.get("train_args")
     if isinstance(train_args, Mapping) and not getattr(model, "args", None):
         model.args = dict(train_args)
     return model.eval()
+
+
+def _unfreeze(model: nn.Module) -> nn.Module:
+    """EMA checkpoints store every parameter frozen; make them trainable again as ultralytics' trainer
+    does, except DFL's fixed projection (found by type), which stays frozen."""
+    from ultralytics.nn.modules import DFL  # noqa: PLC0415
+
+    for p in model.parameters():
+        p.requires_grad_(True)
+    for module in model.modules():
+        if isinstance(module, DFL):
+            for p in module.parameters():
+                p.requires_grad_(False)
+    return model
 
 
 def _train_args(model: nn.Module) -> dict[str, Any]:

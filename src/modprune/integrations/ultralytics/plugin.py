@@ -45,8 +45,16 @@ def modprune_register_detectors() -> list[Detector]:
     return detectors.detectors()
 
 
+def _offline() -> None:
+    """Before this plugin imports ultralytics: no network checks, font downloads or auto-installs."""
+    from modprune.integrations.ultralytics.offline import ensure_offline  # noqa: PLC0415
+
+    ensure_offline()
+
+
 @hookimpl
 def modprune_register_safe_globals() -> list[type]:
+    _offline()
     return checkpoint.safe_classes()
 
 
@@ -95,6 +103,7 @@ def modprune_finalize_model(model: nn.Module) -> None:
 
 @hookimpl
 def modprune_load_model(path: Path, trust_pickle: bool) -> nn.Module | None:
+    _offline()
     return checkpoint.load_model(path, trust_pickle)
 
 
