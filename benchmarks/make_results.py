@@ -97,7 +97,12 @@ def demo_section(demo: dict[str, Any]) -> list[str]:
 
 
 def bench_section(bench: dict[str, Any]) -> list[str]:
-    out = ["## Benchmarks (pytest-benchmark)", "", "| benchmark | median | extra |", "|---|---:|---|"]
+    out = ["## Benchmarks (pytest-benchmark)", "",
+           "For latency benchmarks the timed call is one whole interleaved measurement of the dense and the "
+           "pruned model; their medians, the per-round ratio and the share of the MACs reduction that shows up "
+           "as latency are in the last column. Pruning-time benchmarks compare modprune with "
+           "`torch.nn.utils.prune.global_unstructured` and raw torch-pruning on the same model and ratio.", "",
+           "| benchmark | median of the timed call | measured (extra_info) |", "|---|---:|---|"]
     for b in bench.get("benchmarks", []):
         extra = ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}"
                           for k, v in b.get("extra_info", {}).items() if not isinstance(v, (list, dict)))

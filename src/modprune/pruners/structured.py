@@ -286,7 +286,11 @@ class _Run:
                 raise unsupported_from(exc, self.model, stack, "pruning") from exc
         scale = plan.scale
         self.model.zero_grad(set_to_none=True)
-        after = self._measure()
+        with module_stack(self.model) as stack:
+            try:
+                after = self._measure()
+            except Exception as exc:  # the pruned forward breaks, e.g. on channel counts stored as ints
+                raise unsupported_from(exc, self.model, stack, "running") from exc
         seconds = time.perf_counter() - started
         name = label or f"step {step}/{steps}"
         ratios = self.roots.category_ratios(scale, self.config.max_ratio)
@@ -349,7 +353,7 @@ class _Run:
             try:
                 out = call_model(self.model, self.inputs)
             except Exception as exc:  # a rule that slices wrongly breaks the forward
-                raise unsupported_from(exc, self.model, stack, "pruning") from exc
+                raise unsupported_from(exc, self.model, stack, "running") from exc
             finally:
                 self.model.train(was_training)
         shapes = [tuple(t.shape) for t in tensors_of(out)]

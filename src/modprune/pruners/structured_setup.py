@@ -332,17 +332,23 @@ ADVICE = {
         "Protect that module's category (config.protect), or register a layer pruner for its type through "
         "modprune_register_layer_pruners"
     ),
+    "running": (
+        "The pruned model no longer runs: a module probably keeps channel counts as plain numbers (e.g. split "
+        "sizes) that pruning cannot see. Update them in a modprune_finalize_model hook, rewrite the block through "
+        "modprune_prepare_model, or protect that module's category (config.protect). The model was modified"
+    ),
 }
 
 
 def unsupported_from(exc: BaseException, model: nn.Module, stack: list[str], phase: str) -> UnsupportedModelError:
     """An :class:`UnsupportedModelError` naming the module behind ``exc`` and what to do.
 
-    :param phase: ``tracing`` (building the dependency graph) or ``pruning`` (any later phase).
+    :param phase: ``tracing`` (building the dependency graph), ``running`` (a forward of the pruned model)
+        or ``pruning`` (any other phase).
     """
     where = stack[-1] if stack else _culprit(exc, model)
     subject = where or f"the model ({type(model).__name__})"
-    verb = "tracing the model" if phase == "tracing" else "pruning"
+    verb = {"tracing": "tracing the model", "running": "running the pruned model"}.get(phase, "pruning")
     return UnsupportedModelError(
         f"structured pruning failed while {verb} at {subject}: {type(exc).__name__}: {str(exc)[:300]}. "
         f"{ADVICE.get(phase, ADVICE['pruning'])}",

@@ -96,12 +96,25 @@ def is_ultralytics_model(model: nn.Module) -> bool:
     return isinstance(model, BaseModel)
 
 
-def _from_yaml(path: Path) -> nn.Module | None:
-    """An ultralytics model built from a model yaml (``backbone`` and ``head``), or None."""
+def _read_cfg(path: Path) -> Any:
+    """The yaml's content; a bare name that is no file (``yolov8n.yaml``) is looked up among
+    ultralytics' bundled model configs. None when unreadable or not found."""
+    if not path.exists() and path.parent == Path("."):
+        from ultralytics.nn.tasks import yaml_model_load  # noqa: PLC0415
+
+        try:
+            return yaml_model_load(str(path))
+        except Exception:  # ultralytics raises several error types for unknown names
+            return None
     try:
-        cfg = yaml.safe_load(path.read_text())
+        return yaml.safe_load(path.read_text())
     except (OSError, yaml.YAMLError, UnicodeDecodeError):
         return None
+
+
+def _from_yaml(path: Path) -> nn.Module | None:
+    """An ultralytics model built from a model yaml (``backbone`` and ``head``), or None."""
+    cfg = _read_cfg(path)
     if not isinstance(cfg, dict) or "backbone" not in cfg or "head" not in cfg:
         return None
     from ultralytics.nn import tasks  # noqa: PLC0415

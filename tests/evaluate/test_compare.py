@@ -1,0 +1,96 @@
+"""compare_models, the report directory, and the compare / finetune commands (behaviour, not timings)."""
+
+from __future__ import annotations
+
+import copy
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+import modprune
+from modprune.evaluate.compare import CompareOptions, compare_models
+from modprune.evaluate.report import comparison_table, write_report
+from modprune.report import category_table
+
+
+def _cnn() -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), nn.ReLU(), nn.Conv2d(16, 8, 3, padding=1))
+
+
+def _pair() -> dict[str, nn.Module]:
+    base = _cnn().eval()
+    sparse = copy.deepcopy(base)
+    modprune.prune(sparse, modprune.PruneConfig(target=0.5))
+    return {"base": base, "sparse": sparse}
+
+
+def test_compare_reports_counts_sizes_latency_and_verdicts():
+    models = _pair()
+    result = compare_models(models, options=CompareOptions(imgsz=32, rounds=5, warmup=1))
+    base, sparse = result["rows"]
+    assert base["params"] == sparse["params"] == 1608
+    assert sparse["nonzero"] < base["nonzero"]
+    assert base["macs"] == sparse["macs"] > 0  # masks do not remove multiplies
+    assert sparse["sparse_fp16_bytes"] < base["sparse_fp16_bytes"]
+    for prefix in ("torch", "ort"):
+        assert base[f"{prefix}_median_ms"] > 0 and f"{prefix}_ratio_median" not in base
+        assert sparse[f"{prefix}_verdict"] == "no measurable change" or "by" in sparse[f"{prefix}_verdict"]
+        assert sparse[f"{prefix}_p10_ms"] <= sparse[f"{prefix}_median_ms"] <= sparse[f"{prefix}_p90_ms"]
+    text = comparison_table(result, markdown=False)
+    assert "base" in text and "sparse" in text
+
+
+def test_report_directory_has_markdown_json_and_plots(tmp_path):
+    models = _pair()
+    result = compare_models(models, options=CompareOptions(imgsz=32, rounds=3, warmup=0, onnx=False))
+    for row, acc in zip(result["rows"], (0.5, 0.4)):  # accuracy columns as `--data` would add them
+        row.update({"mAP50": acc, "mAP50-95": acc / 2})
+    cats = {n: category_table(m, modprune.categorize(m)) for n, m in models.items()}
+    md = write_report(result, tmp_path / "rep", categories=cats)
+    assert md.read_text().startswith("# modprune comparison")
+    data = json.loads((tmp_path / "rep" / "report.json").read_text())
+    assert [r["name"] for r in data["rows"]] == ["base", "sparse"]
+    for png in ("sparsity_by_category.png", "accuracy_vs_macs.png"):
+        assert (tmp_path / "rep" / png).read_bytes()[:4] == b"\x89PNG"
+    assert "no measurable change" in md.read_text() or "by" in md.read_text()
+
+
+def test_compare_options_are_validated():
+    with pytest.raises(modprune.ConfigError, match="rounds"):
+        CompareOptions(rounds=2)
+    with pytest.raises(modprune.ConfigError, match="imgsz"):
+        CompareOptions(imgsz=0)
+
+
+def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "modprune.cli.main", *args], cwd=cwd, capture_output=True, text=True)
+
+
+def test_compare_command_writes_json_and_report(tmp_path):
+    for name, model in _pair().items():
+        modprune.save(model, tmp_path / f"{name}.pt")
+    result = _cli("compare", "base.pt", "sparse.pt", "--imgsz", "32", "--rounds", "3", "--no-onnx",
+                  "--json", "out.json", "--report", "rep", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "[latency]" in result.stderr  # progress lines
+    rows = json.loads((tmp_path / "out.json").read_text())["rows"]
+    assert rows[1]["nonzero"] < rows[0]["nonzero"]
+    assert (tmp_path / "rep" / "report.md").is_file()
+
+
+@pytest.mark.slow
+def test_finetune_command_keeps_the_pruned_architecture(tmp_path, tiny_data, yolov8n):
+    cfg = modprune.PruneConfig(method="structured", target=0.3, target_kind="channels")
+    modprune.prune(yolov8n, cfg, example_inputs=torch.zeros(1, 3, 64, 64))
+    modprune.save(yolov8n, tmp_path / "pruned.pt")
+    result = _cli("finetune", "pruned.pt", "--data", str(tiny_data), "--epochs", "1", "--imgsz", "64",
+                  "--batch", "4", "--distill", "pruned.pt", "-o", "tuned.pt", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    tuned = modprune.load(tmp_path / "tuned.pt")
+    assert modprune.measure.count_params(tuned) == modprune.measure.count_params(yolov8n)
