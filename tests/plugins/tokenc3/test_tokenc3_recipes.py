@@ -92,3 +92,11 @@ def test_seed_recipe_targets_only_module_types_not_paths(model_n, pm):
     after = category_table(model, modprune.categorize(model, pm=pm))
     for category in ("tokenc3", "lsconv", "lsghost", "dllm", "attention", "dsc", "hyperace"):
         assert after[category][1] < before[category][1], category
+
+
+def test_stock_models_get_no_plugin_categories(model_n, pm):
+    """With the plugin's blocks imported (model_n exists), a stock yolov8n stays stock."""
+    stock = modprune.load("yolov8n.yaml", pm=pm)
+    plugin_categories = {"tokenc3", "lsconv", "lsghost", "dllm", "hyperace", "attention", "fullpad", "dsc",
+                         "early_backbone"}
+    assert not plugin_categories & set(modprune.categorize(stock, pm=pm).params.values())

@@ -282,9 +282,14 @@ def parse_model(d: dict[str, Any], ch: int, verbose: bool = True) -> tuple[nn.Se
     return nn.Sequential(*layers), sorted(st.save)
 
 
+#: Value of the ``built_by`` attribute on every top-level layer this parser builds.
+BUILT_BY = "modprune_tokenc3_lsnet"
+
+
 def _add_layer(st: _State, i: int, row: list[Any], verbose: bool) -> nn.Module:
     """Build one row, record its channels and save-list entries, and log it."""
     m, c2 = _build_layer(st, i, row)
+    m.built_by = BUILT_BY  # lets the plugin's detectors tell its models' layers from stock ones
     f = row[0]
     st.save.extend(x % i for x in ([f] if isinstance(f, int) else f) if x != -1)
     if i == 0:

@@ -7,8 +7,8 @@ cannot contain them before that), and the other hooks import lazily.
 Categories (all by type; block priority, so a nested block wins over its parent):
 ``tokenc3``, ``lsconv``, ``lsghost``, ``dllm``, ``hyperace`` (HyperACE, FuseModule, C3AH),
 ``attention`` (the adaptive hypergraph: AdaHGComputation, AdaHGConv, AdaHyperedgeGen), ``fullpad``,
-``dsc`` (DSConv, DSBottleneck, DSC3k, DSC3k2), and ``early_backbone`` (ultralytics layers 0-2,
-identified by the layer index ultralytics stores on each layer, above the blocks). The detection
+``dsc`` (DSConv, DSBottleneck, DSC3k, DSC3k2), and ``early_backbone`` (layers 0-2 of a model the
+plugin's parser built, by the layer index ultralytics stores on each layer, above the blocks). The detection
 head is the ultralytics integration's ``detect_head``.
 """
 
@@ -64,13 +64,12 @@ def _is_block(names: tuple[str, ...]) -> Callable[[nn.Module, str], bool]:
 
 
 def _is_early_layer(module: nn.Module, _qualified_name: str) -> bool:
-    """An ultralytics layer (it carries its index ``i`` and source ``f``) among layers 0-2 of a
-    model that holds this plugin's blocks."""
+    """Layers 0-2 of a model this plugin's parser built (it marks each top-level layer with
+    ``built_by`` beside ultralytics' layer index ``i``), never a stock ultralytics model's."""
     index = getattr(module, "i", None)
     return (
-        _BLOCKS in sys.modules
+        getattr(module, "built_by", None) == "modprune_tokenc3_lsnet"
         and isinstance(index, int)
-        and hasattr(module, "f")
         and index in EARLY_BACKBONE_LAYERS
     )
 
