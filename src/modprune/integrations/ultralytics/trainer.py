@@ -432,7 +432,9 @@ def _state_from_checkpoint(best: Path, last: Path) -> dict[str, torch.Tensor]:
     if not path.exists():
         raise ModelLoadError(f"training finished without a checkpoint in {str(best.parent)!r}; check the "
                              "ultralytics log (save=False?)", obj=path)
-    ckpt = torch.load(path, map_location="cpu", weights_only=False)  # written by this very run
+    from modprune.serialization import load_file  # noqa: PLC0415 - weights-only, plugin allowlist
+
+    ckpt = load_file(path)
     module = ckpt.get("ema") if ckpt.get("ema") is not None else ckpt.get("model")
     return {k: v.float() if v.is_floating_point() else v for k, v in module.state_dict().items()}
 
