@@ -283,7 +283,7 @@ def parse_model(d: dict[str, Any], ch: int, verbose: bool = True) -> tuple[nn.Se
 
 
 #: Value of the ``built_by`` attribute on every top-level layer this parser builds.
-BUILT_BY = "modprune_tokenc3_lsnet"
+BUILT_BY = "TokenC3-LSNet parser"
 
 
 def _add_layer(st: _State, i: int, row: list[Any], verbose: bool) -> nn.Module:

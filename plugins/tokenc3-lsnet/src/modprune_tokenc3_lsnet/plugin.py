@@ -68,7 +68,7 @@ def _is_early_layer(module: nn.Module, _qualified_name: str) -> bool:
     ``built_by`` beside ultralytics' layer index ``i``), never a stock ultralytics model's."""
     index = getattr(module, "i", None)
     return (
-        getattr(module, "built_by", None) == "modprune_tokenc3_lsnet"
+        getattr(module, "built_by", None) == "TokenC3-LSNet parser"  # parse.BUILT_BY (not imported: no ultralytics)
         and isinstance(index, int)
         and index in EARLY_BACKBONE_LAYERS
     )
