@@ -46,7 +46,7 @@ pruning steps pickles them.
 from __future__ import annotations
 
 import copy
-from typing import Iterable
+from typing import Any, Callable, Iterable
 
 import torch
 import torch.nn.functional as F
@@ -296,24 +296,9 @@ class PrunableAdaHyperedgeGen(AdaHyperedgeGen):
     """AdaHyperedgeGen with ``context_net`` as ``E`` linears ``ctx -> D`` (``context_nets``; net ``e``
     holds rows ``e * D .. e * D + D - 1``) and ``pre_head_proj`` a :class:`HeadLinear`."""
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Return the participation matrix (B, N, E) for nodes ``x`` (B, N, D)."""
-        b, n, d = x.shape
-        h = self.num_heads
-        head_dim = d // h
-        if self.context == "mean":
-            ctx = x.mean(dim=1)
-        elif self.context == "max":
-            ctx = x.amax(dim=1)
-        else:
-            ctx = torch.cat((x.mean(dim=1), x.amax(dim=1)), dim=1)
-        offsets = torch.stack([net(ctx) for net in self.context_nets], dim=1)  # B, E, D
-        prototypes = self.prototype_base.unsqueeze(0) + offsets
-        e = prototypes.shape[1]
-        nodes = self.pre_head_proj(x).view(b, n, h, head_dim).transpose(1, 2)
-        protos = prototypes.view(b, e, h, head_dim).permute(0, 2, 3, 1)
-        logits = (nodes @ protos).mean(dim=1) / (head_dim**0.5)
-        return torch.softmax(self.dropout(logits), dim=1)
+    def _offsets(self, ctx: torch.Tensor, b: int, e: int, d: int) -> torch.Tensor:
+        """Return the (B, E, D) offsets, one hyperedge's linear at a time."""
+        return torch.stack([net(ctx) for net in self.context_nets], dim=1)
 
 
 # --- split first convs ------------------------------------------------------------------------
@@ -322,16 +307,9 @@ class PrunableAdaHyperedgeGen(AdaHyperedgeGen):
 class PrunableHyperACE(HyperACE):
     """HyperACE whose ``cv1`` is three convs (``cv1_parts``: y0, y1, y2)."""
 
-    def forward(self, x: list[torch.Tensor]) -> torch.Tensor:
-        """Return the enhanced map (B, c2, H, W) at the resolution of ``x[1]``."""
-        fused = self.fuse(x)
-        y = [cv(fused) for cv in self.cv1_parts]
-        out1 = self.branch1(y[1])
-        out2 = self.branch2(y[1])
-        y.extend(m(y[-1]) for m in self.m)
-        y[1] = out1
-        y.append(out2)
-        return self.cv2(torch.cat(y, 1))
+    def _pieces(self, fused: torch.Tensor) -> list[torch.Tensor]:
+        """Return y0, y1, y2, one conv each."""
+        return [cv(fused) for cv in self.cv1_parts]
 
 
 class PrunableDSC3k2(DSC3k2):
@@ -538,33 +516,7 @@ def make_prunable(model: nn.Module) -> dict[str, int]:
 
     :return: how many blocks of each original class were converted.
     """
-    done: dict[str, int] = {}
-
-    def count(name: str) -> None:
-        done[name] = done.get(name, 0) + 1
-
-    for module in list(model.modules()):
-        kind = type(module)
-        if kind is TokenC3:
-            _prepare_tokenc3(module)
-            count("TokenC3")
-            count("LSConv")
-        elif kind is DynamicLocalMixer:
-            _prepare_dllm(module)
-            count("DynamicLocalMixer")
-        elif kind is AdaHyperedgeGen:
-            _prepare_hyperedge(module)
-            count("AdaHyperedgeGen")
-        elif kind is HyperACE:
-            _prepare_hyperace(module)
-            count("HyperACE")
-        elif kind is DSC3k2:
-            _prepare_dsc3k2(module)
-            count("DSC3k2")
-        elif kind is LSConv:
-            _prepare_lsconv(module)
-            count("LSConv")
-    return done
+    return _convert(model, _PREPARE)
 
 
 def restore_blocks(model: nn.Module) -> dict[str, int]:
@@ -575,30 +527,39 @@ def restore_blocks(model: nn.Module) -> dict[str, int]:
 
     :return: how many blocks of each prunable class were converted back.
     """
+    return _convert(model, _RESTORE)
+
+
+#: exact block type -> (conversion, names counted: a TokenC3 also converts the LSConv it owns)
+_Conversions = dict[type, tuple[Callable[[Any], None], tuple[str, ...]]]
+_PREPARE: _Conversions = {
+    TokenC3: (_prepare_tokenc3, ("TokenC3", "LSConv")),
+    DynamicLocalMixer: (_prepare_dllm, ("DynamicLocalMixer",)),
+    AdaHyperedgeGen: (_prepare_hyperedge, ("AdaHyperedgeGen",)),
+    HyperACE: (_prepare_hyperace, ("HyperACE",)),
+    DSC3k2: (_prepare_dsc3k2, ("DSC3k2",)),
+    LSConv: (_prepare_lsconv, ("LSConv",)),
+}
+_RESTORE: _Conversions = {
+    PrunableTokenC3: (_restore_tokenc3, ("PrunableTokenC3", "SplitLSConv")),
+    PrunableDynamicLocalMixer: (_restore_dllm, ("PrunableDynamicLocalMixer",)),
+    PrunableAdaHyperedgeGen: (_restore_hyperedge, ("PrunableAdaHyperedgeGen",)),
+    PrunableHyperACE: (_restore_hyperace, ("PrunableHyperACE",)),
+    PrunableDSC3k2: (_restore_dsc3k2, ("PrunableDSC3k2",)),
+    PrunableLSConv: (_restore_lsconv, ("PrunableLSConv",)),
+}
+
+
+def _convert(model: nn.Module, table: _Conversions) -> dict[str, int]:
+    """Apply ``table``'s conversion to every module whose exact type it lists (checked when the
+    module is reached, so a block converted as part of its parent is not converted twice)."""
     done: dict[str, int] = {}
-
-    def count(name: str) -> None:
-        done[name] = done.get(name, 0) + 1
-
     for module in list(model.modules()):
-        kind = type(module)
-        if kind is PrunableTokenC3:
-            _restore_tokenc3(module)
-            count("PrunableTokenC3")
-            count("SplitLSConv")
-        elif kind is PrunableDynamicLocalMixer:
-            _restore_dllm(module)
-            count("PrunableDynamicLocalMixer")
-        elif kind is PrunableAdaHyperedgeGen:
-            _restore_hyperedge(module)
-            count("PrunableAdaHyperedgeGen")
-        elif kind is PrunableHyperACE:
-            _restore_hyperace(module)
-            count("PrunableHyperACE")
-        elif kind is PrunableDSC3k2:
-            _restore_dsc3k2(module)
-            count("PrunableDSC3k2")
-        elif kind is PrunableLSConv:
-            _restore_lsconv(module)
-            count("PrunableLSConv")
+        entry = table.get(type(module))
+        if entry is None:
+            continue
+        convert, names = entry
+        convert(module)
+        for name in names:
+            done[name] = done.get(name, 0) + 1
     return done

@@ -61,12 +61,16 @@ class AdaHyperedgeGen(nn.Module):
             return x.amax(dim=1)
         return torch.cat((x.mean(dim=1), x.amax(dim=1)), dim=-1)
 
+    def _offsets(self, ctx: torch.Tensor, b: int, e: int, d: int) -> torch.Tensor:
+        """Return the (B, E, D) prototype offsets generated from the context."""
+        return self.context_net(ctx).view(b, e, d)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Return the participation matrix (B, N, E) for nodes ``x`` (B, N, D)."""
         b, n, d = x.shape
         e, h = self.prototype_base.shape[0], self.num_heads
         head_dim = d // h
-        prototypes = self.prototype_base.unsqueeze(0) + self.context_net(self._context(x)).view(b, e, d)
+        prototypes = self.prototype_base.unsqueeze(0) + self._offsets(self._context(x), b, e, d)
         nodes = self.pre_head_proj(x).view(b, n, h, head_dim).transpose(1, 2)  # B, h, N, dh
         protos = prototypes.view(b, e, h, head_dim).permute(0, 2, 3, 1)  # B, h, dh, E
         logits = (nodes @ protos).mean(dim=1) / math.sqrt(head_dim)  # B, N, E
@@ -197,9 +201,13 @@ class HyperACE(nn.Module):
         self.branch1 = C3AH(c, c, e2, num_hyperedges, context)
         self.branch2 = C3AH(c, c, e2, num_hyperedges, context)
 
+    def _pieces(self, fused: torch.Tensor) -> list[torch.Tensor]:
+        """Return ``cv1(fused)`` split into y0, y1, y2 (``split_sizes``)."""
+        return list(torch.split(self.cv1(fused), self.split_sizes, 1))
+
     def forward(self, x: list[torch.Tensor]) -> torch.Tensor:
         """Return the enhanced map (B, c2, H, W) at the resolution of ``x[1]``."""
-        y = list(torch.split(self.cv1(self.fuse(x)), self.split_sizes, 1))
+        y = self._pieces(self.fuse(x))
         out1 = self.branch1(y[1])
         out2 = self.branch2(y[1])
         y.extend(m(y[-1]) for m in self.m)
