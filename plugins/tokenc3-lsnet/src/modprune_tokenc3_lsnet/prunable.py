@@ -46,11 +46,20 @@ pruning steps pickles them.
 from __future__ import annotations
 
 import copy
-from typing import Any, Callable, Iterable
+from typing import Any, Callable
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from modprune.surgery import (
+    conv_of,
+    merge_conv_blocks,
+    merge_per_channel,
+    new_parameter as _param,
+    slice_per_channel,
+    split_conv_block,
+)
 
 from modprune_tokenc3_lsnet.blocks.hyperace import AdaHyperedgeGen, HyperACE
 from modprune_tokenc3_lsnet.blocks.lsnet import DynamicLocalMixer, LSConv, TokenC3
@@ -70,142 +79,17 @@ __all__ = [
     "PrunableTokenC3",
     "SplitLSConv",
     "make_prunable",
-    "merge_convs",
     "restore_blocks",
-    "slice_conv",
-    "split_widths",
 ]
 
 # --- helpers ----------------------------------------------------------------------------------
 
 
-def _conv_of(module: nn.Module) -> nn.Conv2d:
-    """The ``nn.Conv2d`` of a conv block (itself or its ``conv`` attribute)."""
-    conv = module if isinstance(module, nn.Conv2d) else getattr(module, "conv", None)
-    if not isinstance(conv, nn.Conv2d):
-        raise TypeError(f"expected an nn.Conv2d or a block holding one as 'conv', got {type(module).__name__}")
-    return conv
-
-
-def _param(tensor: torch.Tensor, like: nn.Parameter) -> nn.Parameter:
-    return nn.Parameter(tensor.detach().clone(), requires_grad=like.requires_grad)
-
-
-def _copy_block(module: nn.Module) -> nn.Module:
-    """A deep copy of a conv block that keeps sharing its stateless children (ultralytics' ``Conv``
-    shares one activation module between all instances)."""
-    new = copy.deepcopy(module)
-    for name, child in module.named_children():
-        if not any(True for _ in child.parameters()) and not any(True for _ in child.buffers()):
-            setattr(new, name, child)
-    return new
-
-
-def slice_conv(module: nn.Module, keep: slice) -> nn.Module:
-    """A copy of a conv block (``nn.Conv2d`` or ultralytics ``Conv``: conv, optional ``bn``, activation)
-    computing only the output channels ``keep``. The conv must be ungrouped."""
-    new = _copy_block(module)
-    conv = _conv_of(new)
-    if conv.groups != 1:
-        raise ValueError(f"cannot split a grouped convolution (groups={conv.groups})")
-    conv.weight = _param(conv.weight[keep], conv.weight)
-    if conv.bias is not None:
-        conv.bias = _param(conv.bias[keep], conv.bias)
-    conv.out_channels = int(conv.weight.shape[0])
-    bn = getattr(new, "bn", None)
-    if isinstance(bn, nn.modules.batchnorm._BatchNorm):
-        if bn.affine:
-            bn.weight = _param(bn.weight[keep], bn.weight)
-            bn.bias = _param(bn.bias[keep], bn.bias)
-        if bn.running_mean is not None:
-            bn.running_mean = bn.running_mean[keep].clone()
-            bn.running_var = bn.running_var[keep].clone()
-        bn.num_features = conv.out_channels
-    return new
-
-
-def split_widths(module: nn.Module, widths: Iterable[int]) -> list[nn.Module]:
-    """Copies of a conv block, one per consecutive slice of ``widths`` output channels."""
-    widths = [int(w) for w in widths]
-    total = _conv_of(module).out_channels
-    if sum(widths) != total or min(widths) < 1:
-        raise ValueError(f"cannot split {total} output channels into {widths}")
-    parts, start = [], 0
-    for w in widths:
-        parts.append(slice_conv(module, slice(start, start + w)))
-        start += w
-    return parts
-
-
-def _slice_per_channel(block: nn.Sequential, keep: slice) -> nn.Sequential:
-    """A copy of a per-channel block (depthwise conv, BN, activation) for the channels ``keep``."""
-    new = copy.deepcopy(block)
-    for layer in new:
-        if isinstance(layer, nn.Conv2d):
-            if layer.groups != layer.in_channels or layer.in_channels != layer.out_channels:
-                raise ValueError("expected a depthwise convolution")
-            layer.weight = _param(layer.weight[keep], layer.weight)
-            if layer.bias is not None:
-                layer.bias = _param(layer.bias[keep], layer.bias)
-            layer.in_channels = layer.out_channels = layer.groups = int(layer.weight.shape[0])
-        elif isinstance(layer, nn.modules.batchnorm._BatchNorm):
-            if layer.affine:
-                layer.weight = _param(layer.weight[keep], layer.weight)
-                layer.bias = _param(layer.bias[keep], layer.bias)
-            if layer.running_mean is not None:
-                layer.running_mean = layer.running_mean[keep].clone()
-                layer.running_var = layer.running_var[keep].clone()
-            layer.num_features = int(layer.weight.shape[0]) if layer.affine else len(range(layer.num_features)[keep])
-        elif any(True for _ in layer.parameters()):
-            raise ValueError(f"cannot slice {type(layer).__name__} per channel")
-    return new
-
-
-def _merge_per_channel(parts: list[nn.Sequential]) -> nn.Sequential:
-    """The per-channel block computing ``cat`` of ``parts`` (inverse of :func:`_slice_per_channel`)."""
-    new = copy.deepcopy(parts[0])
-    for i, layer in enumerate(new):
-        layers = [p[i] for p in parts]
-        if isinstance(layer, nn.Conv2d):
-            layer.weight = _param(torch.cat([m.weight for m in layers]), layers[0].weight)
-            if layer.bias is not None:
-                layer.bias = _param(torch.cat([m.bias for m in layers]), layers[0].bias)
-            layer.in_channels = layer.out_channels = layer.groups = int(layer.weight.shape[0])
-        elif isinstance(layer, nn.modules.batchnorm._BatchNorm):
-            if layer.affine:
-                layer.weight = _param(torch.cat([m.weight for m in layers]), layers[0].weight)
-                layer.bias = _param(torch.cat([m.bias for m in layers]), layers[0].bias)
-            if layer.running_mean is not None:
-                layer.running_mean = torch.cat([m.running_mean for m in layers]).clone()
-                layer.running_var = torch.cat([m.running_var for m in layers]).clone()
-            layer.num_features = sum(m.num_features for m in layers)
-    return new
-
-
-def merge_convs(parts: list[nn.Module]) -> nn.Module:
-    """One conv block whose outputs are the concatenated outputs of ``parts`` (inverse of :func:`split_widths`)."""
-    new = _copy_block(parts[0])
-    conv = _conv_of(new)
-    convs = [_conv_of(p) for p in parts]
-    conv.weight = _param(torch.cat([c.weight for c in convs], 0), convs[0].weight)
-    if conv.bias is not None:
-        conv.bias = _param(torch.cat([c.bias for c in convs], 0), convs[0].bias)
-    conv.out_channels = int(conv.weight.shape[0])
-    bn = getattr(new, "bn", None)
-    if isinstance(bn, nn.modules.batchnorm._BatchNorm):
-        bns = [p.bn for p in parts]
-        if bn.affine:
-            bn.weight = _param(torch.cat([b.weight for b in bns]), bns[0].weight)
-            bn.bias = _param(torch.cat([b.bias for b in bns]), bns[0].bias)
-        if bn.running_mean is not None:
-            bn.running_mean = torch.cat([b.running_mean for b in bns]).clone()
-            bn.running_var = torch.cat([b.running_var for b in bns]).clone()
-        bn.num_features = conv.out_channels
-    return new
-
-
 def _out(module: nn.Module) -> int:
-    return int(_conv_of(module).out_channels)
+    conv = conv_of(module)
+    if conv is None:
+        raise TypeError(f"expected an nn.Conv2d or a block holding one as 'conv', got {type(module).__name__}")
+    return int(conv.out_channels)
 
 
 def _replace_children(parent: nn.Module, old: tuple[str, ...], new: dict[str, nn.Module]) -> None:
@@ -372,9 +256,9 @@ def _prepare_tokenc3(block: TokenC3) -> None:
     ls, reg = block.ls_channels, block.reg_channels
     if _out(lsconv.fusion_conv) != ls + reg:
         raise ValueError(f"TokenC3 split sizes {ls}+{reg} do not match its LSConv's {_out(lsconv.fusion_conv)} outputs")
-    fusion_ls, fusion_reg = split_widths(lsconv.fusion_conv, (ls, reg))
-    cross_ls = _slice_per_channel(block.cross_interaction, slice(0, ls))
-    cross_reg = _slice_per_channel(block.cross_interaction, slice(ls, ls + reg))
+    fusion_ls, fusion_reg = split_conv_block(lsconv.fusion_conv, (ls, reg))
+    cross_ls = slice_per_channel(block.cross_interaction, slice(0, ls))
+    cross_reg = slice_per_channel(block.cross_interaction, slice(ls, ls + reg))
     _replace_children(lsconv, ("fusion_conv",), {"fusion_ls": fusion_ls, "fusion_reg": fusion_reg})
     _replace_children(block, ("cross_interaction",), {"cross_ls": cross_ls, "cross_reg": cross_reg})
     _prepare_lsconv(lsconv)
@@ -385,8 +269,8 @@ def _prepare_tokenc3(block: TokenC3) -> None:
 def _restore_tokenc3(block: PrunableTokenC3) -> None:
     lsconv = block.cv1
     block.ls_channels, block.reg_channels = _out(lsconv.fusion_ls), _out(lsconv.fusion_reg)
-    fusion = merge_convs([lsconv.fusion_ls, lsconv.fusion_reg])
-    cross = _merge_per_channel([block.cross_ls, block.cross_reg])
+    fusion = merge_conv_blocks([lsconv.fusion_ls, lsconv.fusion_reg])
+    cross = merge_per_channel([block.cross_ls, block.cross_reg])
     _replace_children(lsconv, ("fusion_ls", "fusion_reg"), {"fusion_conv": fusion})
     _replace_children(block, ("cross_ls", "cross_reg"), {"cross_interaction": cross})
     _restore_lsconv(lsconv)
@@ -478,7 +362,7 @@ def _restore_hyperedge(gen: PrunableAdaHyperedgeGen) -> None:
 
 
 def _prepare_split(block: nn.Module, cls: type) -> None:
-    parts = split_widths(block.cv1, block.split_sizes)
+    parts = split_conv_block(block.cv1, block.split_sizes)
     _replace_children(block, ("cv1",), {"cv1_parts": _mode_like(nn.ModuleList(parts), block.cv1, recurse=False)})
     _swap(block, cls)
 
@@ -486,7 +370,7 @@ def _prepare_split(block: nn.Module, cls: type) -> None:
 def _restore_split(block: nn.Module, cls: type) -> None:
     parts = list(block.cv1_parts)
     block.split_sizes = [_out(p) for p in parts]
-    cv1 = merge_convs(parts)
+    cv1 = merge_conv_blocks(parts)
     _replace_children(block, ("cv1_parts",), {"cv1": cv1})
     _swap(block, cls)
 

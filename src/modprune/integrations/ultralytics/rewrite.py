@@ -10,7 +10,6 @@ ultralytics is imported inside the functions, never at import time.
 
 from __future__ import annotations
 
-import copy
 import logging
 import sys
 from dataclasses import dataclass
@@ -28,6 +27,7 @@ from modprune.integrations.ultralytics.blocks import (
     SplitELAN,
     SplitPSA,
 )
+from modprune.surgery import conv_of, split_conv_block
 
 __all__ = ["Rewrite", "rewrite_blocks", "split_conv"]
 
@@ -45,74 +45,26 @@ class Rewrite:
     target_type: str
 
 
-def _conv_of(module: nn.Module) -> nn.Conv2d | None:
-    """The ``nn.Conv2d`` of a convolution block (itself, or its ``conv`` attribute)."""
-    if isinstance(module, nn.Conv2d):
-        return module
-    conv = getattr(module, "conv", None)
-    return conv if isinstance(conv, nn.Conv2d) else None
-
-
-def _slice_parameter(param: nn.Parameter, keep: slice) -> nn.Parameter:
-    return nn.Parameter(param.detach()[keep].clone(), requires_grad=param.requires_grad)
-
-
-def _slice_out(module: nn.Module, keep: slice, qualified_name: str) -> nn.Module:
-    """A copy of a convolution block that computes only the output channels ``keep``."""
-    new = copy.deepcopy(module)
-    conv = _conv_of(new)
-    if conv is None or conv.groups != 1:
-        raise UnsupportedModelError(
-            f"cannot split {qualified_name} ({type(module).__name__}): expected an nn.Conv2d or a block with a "
-            "'conv' attribute holding an ungrouped nn.Conv2d; protect the block's category instead",
-            qualified_name,
-        )
-    others = [
-        f"{child_name} ({type(child).__name__})"
-        for child_name, child in new.named_children()
-        if child is not conv and child_name != "bn" and any(True for _ in child.parameters())
-    ]
-    if others:
-        raise UnsupportedModelError(
-            f"cannot split {qualified_name} ({type(module).__name__}): its submodules {', '.join(others)} hold "
-            "per-channel parameters modprune does not know how to slice; protect the block's category instead",
-            qualified_name,
-        )
-    conv.weight = _slice_parameter(conv.weight, keep)
-    if conv.bias is not None:
-        conv.bias = _slice_parameter(conv.bias, keep)
-    conv.out_channels = int(conv.weight.shape[0])
-    bn = getattr(new, "bn", None)
-    if isinstance(bn, nn.modules.batchnorm._BatchNorm):
-        if bn.affine:
-            bn.weight = _slice_parameter(bn.weight, keep)
-            bn.bias = _slice_parameter(bn.bias, keep)
-        if bn.track_running_stats and bn.running_mean is not None:
-            bn.running_mean = bn.running_mean[keep].clone()
-            bn.running_var = bn.running_var[keep].clone()
-        bn.num_features = conv.out_channels
-    return new
-
-
 def split_conv(module: nn.Module, first: int, qualified_name: str = "") -> tuple[nn.Module, nn.Module]:
     """Two copies of a convolution block: output channels ``[0, first)`` and ``[first, end)``.
 
     :param module: an ``nn.Conv2d`` or an ultralytics ``Conv`` (conv, optional BatchNorm ``bn``, activation).
     :raises UnsupportedModelError: the block holds other per-channel parameters, or the conv is grouped.
     """
-    conv = _conv_of(module)
+    conv = conv_of(module)
     total = conv.out_channels if conv is not None else 0
     if not 0 < first < total:
         raise UnsupportedModelError(
             f"cannot split {qualified_name} ({type(module).__name__}) at channel {first}: it has {total} outputs",
             qualified_name,
         )
-    return _slice_out(module, slice(0, first), qualified_name), _slice_out(module, slice(first, total), qualified_name)
+    a, b = split_conv_block(module, (first, total - first), qualified_name)
+    return a, b
 
 
 def _halves(block: nn.Module, name: str) -> tuple[nn.Module, nn.Module]:
     """``cv1`` of ``block`` split in two equal halves (the block's ``chunk(2, 1)`` / ``split((c, c), 1)``)."""
-    conv = _conv_of(block.cv1)
+    conv = conv_of(block.cv1)
     total = conv.out_channels if conv is not None else 0
     if total % 2:
         raise UnsupportedModelError(
