@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from modprune.exceptions import ConfigError, ModelLoadError, OutputPathError, UnsupportedModelError
+from modprune.measure.walk import tensors_of
 
 __all__ = ["export_onnx", "check_onnx", "ort_session", "prepare_for_export", "DEFAULT_OPSET"]
 
@@ -89,7 +90,7 @@ def export_onnx(
         raise OutputPathError(f"cannot write {str(out)!r} ({e}); choose a writable path", obj=out) from e
     try:
         with torch.no_grad():
-            n_out = len(_as_tensors(m(dummy)))
+            n_out = len(tensors_of(m(dummy)))
         output_names = ["output0"] if n_out == 1 else [f"output{i}" for i in range(n_out)]
         dynamic_axes = {input_name: {0: "batch"}, **{o: {0: "batch"} for o in output_names}} if dynamic_batch else None
         try:
@@ -164,7 +165,7 @@ def check_onnx(
     m = prepare_for_export(model)
     x = example_input.detach().float().cpu()
     with torch.no_grad():
-        expected = [t.detach().numpy() for t in _as_tensors(m(x))]
+        expected = [t.detach().numpy() for t in tensors_of(m(x))]
     try:
         got = sess.run(None, {sess.get_inputs()[0].name: x.numpy()})
     except Exception as e:  # onnxruntime raises its own exception types
@@ -195,14 +196,3 @@ def _parse_imgsz(imgsz: int | Sequence[int]) -> tuple[int, int]:
                                          for v in hw):
         raise ConfigError(f"imgsz={imgsz!r} must be an integer or (height, width) in [8, 8192]", obj=imgsz)
     return hw[0], hw[1]
-
-
-def _as_tensors(out: Any) -> list[torch.Tensor]:
-    """Flatten a model output (tensor, tuple/list, dict) into its tensors, in order."""
-    if isinstance(out, torch.Tensor):
-        return [out]
-    if isinstance(out, (tuple, list)):
-        return [t for o in out for t in _as_tensors(o)]
-    if isinstance(out, dict):
-        return [t for o in out.values() for t in _as_tensors(o)]
-    return []

@@ -8,7 +8,7 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
-__all__ = ["call_model", "effective_parameters"]
+__all__ = ["call_model", "effective_parameters", "tensors_of"]
 
 
 def call_model(model: nn.Module, example_inputs: Any) -> Any:
@@ -18,6 +18,17 @@ def call_model(model: nn.Module, example_inputs: Any) -> Any:
     if isinstance(example_inputs, (tuple, list)):
         return model(*example_inputs)
     return model(example_inputs)
+
+
+def tensors_of(value: Any) -> list[torch.Tensor]:
+    """Every tensor in a (nested) tuple / list / dict model output, in order (dicts by value order)."""
+    if isinstance(value, torch.Tensor):
+        return [value]
+    if isinstance(value, dict):
+        value = list(value.values())
+    if isinstance(value, (list, tuple)):
+        return [t for item in value for t in tensors_of(item)]
+    return []
 
 
 def effective_parameters(model: nn.Module) -> Iterator[tuple[str, torch.Tensor]]:

@@ -8,24 +8,14 @@ import torch
 from torch import nn
 
 from modprune.exceptions import ConfigError
-from modprune.measure.walk import call_model
+from modprune.measure.walk import call_model, tensors_of
 
 __all__ = ["compute_gradients", "default_loss"]
 
 
-def _tensors(output: Any) -> list[torch.Tensor]:
-    if isinstance(output, torch.Tensor):
-        return [output]
-    if isinstance(output, dict):
-        output = list(output.values())
-    if isinstance(output, (list, tuple)):
-        return [t for item in output for t in _tensors(item)]
-    return []
-
-
 def default_loss(output: Any) -> torch.Tensor:
     """Label-free proxy loss: mean of squares of every floating tensor in the output."""
-    parts = [t.float().pow(2).mean() for t in _tensors(output) if t.is_floating_point() and t.requires_grad]
+    parts = [t.float().pow(2).mean() for t in tensors_of(output) if t.is_floating_point() and t.requires_grad]
     if not parts:
         raise ConfigError("the model output has no differentiable tensor to build a loss from; pass loss_fn", output)
     return torch.stack(parts).sum()

@@ -43,7 +43,7 @@ from modprune.detectors.classify import classify
 from modprune.exceptions import ConfigError, UnreachableTargetError, UnsupportedModelError
 from modprune.importance.base import CHANNELS
 from modprune.measure import count_params
-from modprune.measure.walk import call_model
+from modprune.measure.walk import call_model, tensors_of
 from modprune.pruners.base import PruneContext, Pruner
 from modprune.pruners.structured_graph import GraphPruner, Plan, tracing_mode
 from modprune.pruners.structured_search import Estimator, MacsTable, macs_table, search_scale
@@ -54,7 +54,6 @@ from modprune.pruners.structured_setup import (
     find_roots,
     module_stack,
     output_layers,
-    tensors_of,
     type_changes,
     unsupported_from,
 )

@@ -14,12 +14,12 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from typing import Any, Iterator
 
-import torch
 import torch_pruning as tp
 from torch import nn
 
 from modprune.config import PruneConfig
 from modprune.exceptions import UnsupportedModelError
+from modprune.measure.walk import tensors_of
 from modprune.pruners.base import PruneContext
 
 __all__ = [
@@ -31,7 +31,6 @@ __all__ = [
     "find_roots",
     "module_stack",
     "output_layers",
-    "tensors_of",
     "type_changes",
     "unsupported_from",
 ]
@@ -207,17 +206,6 @@ def output_layers(pruner: Any, outputs: Any) -> tuple[list[nn.Module], list[int]
 
 def _is_depthwise(module: Any) -> bool:
     return isinstance(module, nn.modules.conv._ConvNd) and module.groups > 1 and module.groups == module.in_channels
-
-
-def tensors_of(value: Any) -> list[torch.Tensor]:
-    """Every tensor in a (nested) tuple / list / dict output, in order."""
-    if isinstance(value, torch.Tensor):
-        return [value]
-    if isinstance(value, dict):
-        value = list(value.values())
-    if isinstance(value, (list, tuple)):
-        return [t for item in value for t in tensors_of(item)]
-    return []
 
 
 def bare_parameter_notes(

@@ -397,7 +397,7 @@ def pruned(original):
 
 def _head_outputs(out) -> list[tuple[int, ...]]:
     """Shapes of the detection outputs (eval: decoded predictions first, then the raw head tensors)."""
-    from modprune.pruners.structured_setup import tensors_of
+    from modprune.measure.walk import tensors_of
 
     return [tuple(t.shape) for t in tensors_of(out)]
 
