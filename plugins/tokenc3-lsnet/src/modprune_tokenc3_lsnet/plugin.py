@@ -119,7 +119,7 @@ def modprune_load_model(path: Path, trust_pickle: bool) -> Any:
     ``yolov13n_lsnet_p2_simple.yaml``) that uses this plugin's blocks; None for anything else."""
     if Path(path).suffix.lower() not in (".yaml", ".yml"):
         return None
-    from modprune.integrations.ultralytics.offline import ensure_offline
+    from modprune.integrations.ultralytics import ensure_offline
 
     ensure_offline()  # before anything here imports ultralytics
     from modprune_tokenc3_lsnet.model import build_model
