@@ -57,6 +57,7 @@ from modprune.pruners.structured_setup import (
     type_changes,
     unsupported_from,
 )
+from modprune.pruners.tp_patches import patched_torch_pruning
 
 __all__ = ["StructuredPruner"]
 
@@ -107,8 +108,9 @@ class StructuredPruner(Pruner):
     def prune(self, model: nn.Module, config: PruneConfig, ctx: PruneContext) -> None:
         self.check(model, config, ctx)
         self._prepare(model, config, ctx)
-        run = _Run(model, config, ctx)
-        run.execute()
+        with patched_torch_pruning():  # torch-pruning is as found again once this block exits
+            run = _Run(model, config, ctx)
+            run.execute()
         ctx.pm.hook.modprune_finalize_model(model=model)
         run.check_outputs()
         model.zero_grad(set_to_none=True)

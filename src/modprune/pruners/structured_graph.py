@@ -18,7 +18,7 @@ ranking scopes, thresholds and ``round_to``) with these additions:
 
 :meth:`GraphPruner.plan` lists the groups a step at some scale would prune, without pruning (to
 estimate the result; the graph's index mappings and full groups are reused between plans of one
-step), and :meth:`GraphPruner.apply` prunes a plan.
+step, see :mod:`modprune.pruners.tp_patches`), and :meth:`GraphPruner.apply` prunes a plan.
 """
 
 from __future__ import annotations
@@ -35,6 +35,8 @@ import torch
 import torch_pruning as tp
 from torch import nn
 from torch_pruning.dependency import index_mapping as tp_index_mapping
+
+from modprune.pruners.tp_patches import GroupCache, frozen_graph
 
 __all__ = ["GraphPruner", "Plan", "tracing_mode"]
 
@@ -92,27 +94,6 @@ def tracing_mode(model: nn.Module) -> Iterator[None]:
                 p.requires_grad_(False)
         for m, training in modes.items():
             m.training = training
-
-
-@contextlib.contextmanager
-def _index_mapping_unchanged(graph: Any) -> Iterator[None]:
-    """Skip torch-pruning's whole-graph index-mapping refresh for ``graph`` while nothing is pruned.
-
-    ``DependencyGraph.get_pruning_group`` refreshes every concat/split/reshape mapping of the graph on
-    each call (about 60 ms per call on yolo12n); while a search only plans, the model does not change,
-    so the mappings computed at the start of the step stay valid. Other graphs are refreshed as usual.
-    """
-    original = tp_index_mapping.update_index_mapping
-
-    def update(target: Any) -> None:
-        if target is not graph:
-            original(target)
-
-    tp_index_mapping.update_index_mapping = update
-    try:
-        yield
-    finally:
-        tp_index_mapping.update_index_mapping = original
 
 
 class _CachedImportance(tp.importance.Importance):
@@ -186,7 +167,7 @@ class GraphPruner(tp.pruner.BasePruner):
             self._frozen_ids.update(id(m) for m in module.modules())
         self._cached = _CachedImportance(importance, self._keep_for_group)
         self._ratio_cap: dict[nn.Module, float] = {}
-        self._all_groups: list[Any] | None = None
+        self._group_cache = GroupCache()  # the full groups of the unpruned step, built once (frozen_graph)
         self._scopes = [tuple(s) for s in scopes]
         self._spread = {
             scope[0]: 1 + _RATIO_SPREAD * ((i * _GOLDEN) % 1.0) for i, scope in enumerate(self._scopes) if len(scope) == 1
@@ -266,12 +247,12 @@ class GraphPruner(tp.pruner.BasePruner):
         drops a group that would lose all its channels, so a ratio near 1 would prune nothing).
         """
         self._cached.cache.clear()
-        self._all_groups = None
+        self._group_cache.clear()
         self._scope_initial_channels = {}
         self.reset()
         tp_index_mapping.update_index_mapping(self.DG)
         totals: dict[str, list[int]] = defaultdict(lambda: [0, 0])
-        with self._unchanged_graph():
+        with frozen_graph(self.DG, self._group_cache):  # only planning: the graph does not change
             for group in self.DG.get_all_groups(ignored_layers=self.ignored_layers, root_module_types=self.root_module_types):
                 root = group[0].dep.target.module
                 if root not in self._layer_to_scope or not self._check_pruning_ratio(group):
@@ -288,30 +269,13 @@ class GraphPruner(tp.pruner.BasePruner):
             for module, (name, _) in self._layer_to_scope.items()
         }
 
-    @contextlib.contextmanager
-    def _unchanged_graph(self) -> Iterator[None]:
-        """While only planning: no index-mapping refreshes, and the full groups built once per step."""
-        original = self.DG.get_all_groups
-
-        def all_groups(ignored_layers: Any = (), root_module_types: Any = ()) -> Iterator[Any]:
-            if self._all_groups is None:
-                self._all_groups = list(original(ignored_layers=ignored_layers, root_module_types=root_module_types))
-            return iter(self._all_groups)
-
-        self.DG.get_all_groups = all_groups  # this graph only, restored below
-        try:
-            with _index_mapping_unchanged(self.DG):
-                yield
-        finally:
-            del self.DG.get_all_groups
-
     def plan(self, scale: float) -> Plan:
         """What one step at ``scale`` would remove (nothing is changed)."""
         self.scale = scale
         self._scope_initial_channels = {}
         self.current_step = 0
         plan = Plan(scale=scale)
-        with self._unchanged_graph():
+        with frozen_graph(self.DG, self._group_cache):
             for group in self.step(interactive=True) or ():
                 root, root_idxs = group[0]
                 plan.roots.append((root.target.module, root.handler, [int(i) for i in root_idxs]))
@@ -328,5 +292,5 @@ class GraphPruner(tp.pruner.BasePruner):
         """
         for module, handler, idxs in plan.roots:
             self.DG.get_pruning_group(module, handler, idxs).prune()
-        self._all_groups = None
+        self._group_cache.clear()
         return len(plan.roots)
