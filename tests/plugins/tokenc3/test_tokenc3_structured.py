@@ -9,6 +9,7 @@ training epoch, ultralytics validation, save/load, and a two-step schedule.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import os
 
 import pytest
@@ -492,7 +493,7 @@ def test_pruned_model_save_load_round_trip_is_exact(pruned, tmp_path):
 def test_recipe_in_two_steps(original):
     model = copy.deepcopy(original)
     steps = []
-    cfg = modprune.load_recipe(RECIPE).replace(steps=2)
+    cfg = dataclasses.replace(modprune.load_recipe(RECIPE), steps=2)
     report = modprune.prune(model, cfg, example_inputs=torch.zeros(1, 3, 128, 128),
                             on_step=lambda step, total, m: steps.append((step, total, count_params(m))))
     assert [s[:2] for s in steps] == [(1, 2), (2, 2)] and steps[0][2] > steps[1][2]
