@@ -460,13 +460,13 @@ def test_pruned_forward_at_320_and_640_keeps_output_shapes(original, pruned):
 @pytest.mark.slow
 def test_pruned_model_trains_and_validates(pruned, tmp_path):
     from modprune.data import generate_dataset
-    from modprune.integrations.ultralytics.trainer import finetune
+    from modprune.integrations.ultralytics.trainer import FinetuneOptions, finetune
     from modprune.integrations.ultralytics.validate import validate
 
     model, _ = pruned
     data = generate_dataset(tmp_path / "data", n_train=8, n_val=4, imgsz=64)
-    tuned = finetune(model, data, epochs=1, imgsz=64, batch=4, project_dir=tmp_path / "runs",
-                     overrides={"warmup_epochs": 0, "nbs": 4})
+    tuned = finetune(model, data, FinetuneOptions(epochs=1, imgsz=64, batch=4, project_dir=tmp_path / "runs",
+                                                  overrides={"warmup_epochs": 0, "nbs": 4}))
     assert count_params(tuned) == count_params(model)
     old, new = model.state_dict(), tuned.state_dict()
     assert any(not torch.equal(old[k], new[k]) for k in old if old[k].is_floating_point())
