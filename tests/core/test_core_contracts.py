@@ -207,6 +207,8 @@ def test_recipe_names_registered_strategies(name: str) -> None:
     pruner = STRATEGIES.pruners.get(config.method)
     importance = STRATEGIES.importances.get(config.importance).configure(config.importance_options)
     assert pruner.requires in importance.scores
+    resolved = modprune.resolve_config(config, PM)  # target kind and pruner_options suit the pruner
+    assert resolved.target_kind in pruner.target_kinds
 
 
 @pytest.mark.parametrize("name", [n for n in STRATEGIES.recipes.list() if STRATEGIES.recipes.get(n).config.method == "unstructured"])

@@ -36,7 +36,7 @@ def run(args: argparse.Namespace) -> int:
         check_output(args.report_json, [args.model], force=args.force)
     model = load_model(args)
     report = api.prune(model, config, example_inputs=example_input(args.imgsz))
-    meta = {"recipe": str(args.recipe), "config": config.to_dict(), "report_digest": report.digest()}
+    meta = {"recipe": str(args.recipe), "config": report.config, "report_digest": report.digest()}
     save(model, out, metadata=meta)
     if args.report_json:
         with atomic_path(args.report_json) as tmp:
