@@ -24,6 +24,7 @@ Environment: ``MODPRUNE_BENCH_ROUNDS`` (pruning rounds, default 5), ``MODPRUNE_B
 from __future__ import annotations
 
 import copy
+import dataclasses
 import os
 import statistics
 import time
@@ -164,7 +165,8 @@ def dense_and_pruned(request: pytest.FixtureRequest) -> tuple[nn.Module, nn.Modu
     ``structured-50`` recipe; channel counts in multiples of 16 suit CPU kernels better."""
     dense = rewritten_yolov8n()
     pruned = copy.deepcopy(dense)
-    config = modprune.load_recipe("structured-50").replace(round_to=request.param)
+    base = modprune.load_recipe("structured-50")
+    config = dataclasses.replace(base, pruner_options={**base.pruner_options, "round_to": request.param})
     report = modprune.prune(pruned, config, _inputs(320))
     assert abs(report.achieved - MACS_TARGET) <= 0.011
     return dense.fuse(verbose=False).eval(), pruned.fuse(verbose=False).eval(), request.param

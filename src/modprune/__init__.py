@@ -12,6 +12,7 @@ from modprune.api import (
     list_recipes,
     load_recipe,
     prune,
+    resolve_config,
     valid_categories,
 )
 from modprune.config import PruneConfig
@@ -31,7 +32,7 @@ from modprune.exceptions import (
 from modprune.hookspecs import hookimpl, hookspec
 from modprune.importance import Importance
 from modprune.plugins import ModpruneManager, get_plugin_manager
-from modprune.pruners import Pruner
+from modprune.pruners import PruneContext, PruneOutcome, PrunePlan, Pruner
 from modprune.pruners.masks import make_permanent
 from modprune.recipes import Recipe
 from modprune.report import PruneReport
@@ -52,6 +53,9 @@ __all__ = [
     "OutputPathError",
     "PruneConfig",
     "PruneReport",
+    "PruneContext",
+    "PruneOutcome",
+    "PrunePlan",
     "Pruner",
     "Recipe",
     "UnknownStrategyError",
@@ -73,6 +77,7 @@ __all__ = [
     "load_recipe",
     "make_permanent",
     "prune",
+    "resolve_config",
     "save",
     "valid_categories",
 ]

@@ -17,7 +17,7 @@ from modprune.detectors.classify import Categories, classify
 from modprune.exceptions import ConfigError, ModpruneError, UnsupportedModelError
 from modprune.measure import count_macs
 from modprune.plugins import ModpruneManager, resolve
-from modprune.pruners.base import PruneContext, StepCallback
+from modprune.pruners.base import PruneContext, PruneOutcome, StepCallback
 from modprune.recipes import Recipe, recipe_from_file
 from modprune.report import CategoryRow, PruneReport, category_table
 
@@ -30,6 +30,7 @@ __all__ = [
     "get_recipe",
     "load_recipe",
     "prune",
+    "resolve_config",
     "valid_categories",
 ]
 
@@ -94,6 +95,53 @@ def _check_categories(config: PruneConfig, pm: ModpruneManager) -> None:
         )
 
 
+def resolve_config(config: PruneConfig, pm: ModpruneManager | None = None) -> PruneConfig:
+    """``config`` checked against its pruner and importance, with ``target_kind`` resolved.
+
+    :raises ConfigError: unknown method, importance, category, target kind or option (the message
+        lists the valid ones), or an importance that does not score what the pruner needs.
+    """
+    if not isinstance(config, PruneConfig):
+        raise ConfigError(f"prune() needs a PruneConfig, got {type(config).__name__}", config)
+    pm = resolve(pm)
+    strategies = pm.strategies
+    pruner = strategies.pruners.get(config.method)
+    importance = strategies.importances.get(config.importance).configure(config.importance_options)
+    if pruner.requires and pruner.requires not in importance.scores:
+        valid = [n for n, i in strategies.importances.items() if pruner.requires in i.scores]
+        raise ConfigError(
+            f"importance {config.importance!r} does not score {pruner.requires} as pruner {config.method!r} "
+            f"needs; valid: {', '.join(valid)}",
+            config.importance,
+        )
+    _check_categories(config, pm)
+    return pruner.resolve(config)
+
+
+def _context(config: PruneConfig, pm: ModpruneManager, categories: Categories, **inputs: Any) -> PruneContext:
+    """The read-only context of one prune: strategies and the structured hooks bound to ``pm``."""
+    hook = pm.hook
+
+    def protected_modules(model: nn.Module) -> list[nn.Module]:
+        return [m for found in hook.modprune_protected_modules(model=model) for m in found or []]
+
+    def unwrapped_parameters(model: nn.Module) -> list[tuple[Any, int]]:
+        return [p for found in hook.modprune_unwrapped_parameters(model=model) for p in found or []]
+
+    return PruneContext(
+        importance=pm.strategies.importances.get(config.importance).configure(config.importance_options),
+        categories=categories,
+        generator=torch.Generator().manual_seed(config.seed),
+        detectors=tuple(_detectors(pm)),
+        layer_pruners=pm.strategies.layer_pruners,
+        prepare_model=lambda model, cfg: hook.modprune_prepare_model(model=model, config=cfg),
+        protected_modules=protected_modules,
+        unwrapped_parameters=unwrapped_parameters,
+        finalize_model=lambda model: hook.modprune_finalize_model(model=model),
+        **inputs,
+    )
+
+
 def prune(
     model: nn.Module,
     config: PruneConfig,
@@ -115,48 +163,44 @@ def prune(
     """
     if not isinstance(model, nn.Module):
         raise ModpruneError(f"prune() needs a torch.nn.Module, got {type(model).__name__}", model)
-    if not isinstance(config, PruneConfig):
-        raise ConfigError(f"prune() needs a PruneConfig, got {type(config).__name__}", config)
     pm = resolve(pm)
-    strategies = pm.strategies
-    pruner = strategies.pruners.get(config.method)
-    importance = strategies.importances.get(config.importance).configure(config.importance_options)
-    if pruner.requires and pruner.requires not in importance.scores:
-        valid = [n for n in strategies.importances.list() if pruner.requires in strategies.importances.get(n).scores]
-        raise ConfigError(
-            f"importance {config.importance!r} does not score {pruner.requires} as pruner {config.method!r} "
-            f"needs; valid: {', '.join(valid)}",
-            config.importance,
-        )
-    _check_categories(config, pm)
+    config = resolve_config(config, pm)
+    pruner = pm.strategies.pruners.get(config.method)
     categories = categorize(model, pm)
-    ctx = PruneContext(
-        pm=pm,
-        importance=importance,
-        categories=categories,
-        example_inputs=example_inputs,
-        loss_fn=loss_fn,
-        generator=torch.Generator().manual_seed(config.seed),
-        on_step=on_step,
-    )
-    pruner.check(model, config, ctx)  # e.g. an unreachable target: raise before anything changes
+    ctx = _context(config, pm, categories, example_inputs=example_inputs, loss_fn=loss_fn, on_step=on_step)
+    plan = pruner.plan(model, config, ctx)  # e.g. an unreachable target: raise before anything changes
     macs_before = _macs(model, example_inputs)
     table_before = category_table(model, categories)
-    params_before, nonzero_before = _totals(table_before)
     started = time.perf_counter()
-    pruner.prune(model, config, ctx)
+    outcome = pruner.apply(model, plan, ctx)
     seconds = time.perf_counter() - started
-    macs_after = _macs(model, example_inputs)
-    table_after = category_table(model, categorize(model, pm))
-    params_after, nonzero_after = _totals(table_after)
-    report = PruneReport(
+    if not isinstance(outcome, PruneOutcome):
+        raise ModpruneError(f"pruner {config.method!r} returned {outcome!r} from apply(), not a PruneOutcome", pruner)
+    table_after = category_table(model, outcome.categories or categories)
+    report = _report(config, table_before, table_after, macs_before, _macs(model, example_inputs), outcome, seconds)
+    log.info("pruned: %s %.4f of %s (target %.4f)", config.method, report.achieved, config.target_kind, config.target)
+    return report
+
+
+def _report(
+    config: PruneConfig,
+    table_before: dict[str, tuple[int, int]],
+    table_after: dict[str, tuple[int, int]],
+    macs_before: int | None,
+    macs_after: int | None,
+    outcome: PruneOutcome,
+    seconds: float,
+) -> PruneReport:
+    (params_before, nonzero_before), (params_after, nonzero_after) = _totals(table_before), _totals(table_after)
+    achieved = outcome.achieved
+    if achieved is None:
+        achieved = _achieved(config, params_before, params_after, nonzero_before, nonzero_after, macs_before, macs_after)
+    return PruneReport(
         method=config.method,
         importance=config.importance,
         target=config.target,
         target_kind=config.target_kind,
-        achieved=ctx.achieved if ctx.achieved is not None else _achieved(
-            config, params_before, params_after, nonzero_before, nonzero_after, macs_before, macs_after
-        ),
+        achieved=achieved,
         params_before=params_before,
         params_after=params_after,
         nonzero_before=nonzero_before,
@@ -166,11 +210,9 @@ def prune(
         seconds=seconds,
         steps=config.steps,
         categories=_rows(table_before, table_after, config),
-        notes=ctx.notes,
+        notes=list(outcome.notes),
         config=config.to_dict(),
     )
-    log.info("pruned: %s %.4f of %s (target %.4f)", config.method, report.achieved, config.target_kind, config.target)
-    return report
 
 
 def _totals(table: dict[str, tuple[int, int]]) -> tuple[int, int]:

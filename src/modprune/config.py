@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import math
 import types
+import warnings
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
@@ -13,13 +15,10 @@ import yaml
 
 from modprune.exceptions import ConfigError
 
-__all__ = ["PruneConfig", "TARGET_KINDS", "SCOPES"]
+__all__ = ["PruneConfig", "SCOPES"]
 
-#: What ``target`` measures, per method.
-TARGET_KINDS = {
-    "unstructured": ("nonzero",),
-    "structured": ("macs", "params", "channels"),
-}
+log = logging.getLogger(__name__)
+
 #: How widely weights/channels are ranked against each other.
 SCOPES = ("layer", "category", "global")
 
@@ -47,8 +46,10 @@ class PruneConfig:
 
     :param method: pruner name (``unstructured``, ``structured`` or a plugin's).
     :param target: fraction to remove, in [0, 1). What it measures depends on ``target_kind``.
-    :param target_kind: ``nonzero`` (unstructured: fraction of nonzero parameters set to zero),
-        ``macs``, ``params`` or ``channels`` (structured). ``None`` picks the method's first kind.
+    :param target_kind: what ``target`` measures, one of the pruner's ``target_kinds``:
+        ``nonzero`` (unstructured: fraction of nonzero parameters set to zero), ``macs``,
+        ``params`` or ``channels`` (structured). ``None``: the pruner's first kind, resolved by
+        :func:`modprune.prune` (the report shows the resolved kind).
     :param importance: importance metric name (``l1``, ``l2``, ``l1l2``, ``taylor``, ...).
     :param importance_options: keyword options of the importance (e.g. ``{"alpha": 0.7}``).
     :param category_ratios: relative pruning ratio per module category. They are scaled together
@@ -58,9 +59,10 @@ class PruneConfig:
     :param scope: ``layer`` (each layer at its category's ratio), ``category`` (rank within a
         category) or ``global`` (one ranking over every unprotected weight or channel).
     :param steps: number of pruning steps to reach the target (iterative schedule).
-    :param permanent: unstructured only: bake the zeros into the weights (True) or keep masks as
-        parametrizations that stay applied through fine-tuning (False).
-    :param round_to: structured only: keep channel counts multiples of this.
+    :param pruner_options: options of the pruner, validated by it (its ``options_type``):
+        ``unstructured``: ``permanent`` (bake the zeros into the weights, True, or keep masks as
+        parametrizations that stay applied through fine-tuning, False); ``structured``:
+        ``round_to`` (keep channel counts multiples of this).
     :param max_ratio: cap on any single layer's or category's ratio.
     :param seed: seeds random choices (random importance, tie-breaking).
     """
@@ -75,8 +77,7 @@ class PruneConfig:
     protect: tuple[str, ...] = ()
     scope: str = "layer"
     steps: int = 1
-    permanent: bool = True
-    round_to: int | None = None
+    pruner_options: Mapping[str, Any] = field(default_factory=dict)
     max_ratio: float = 1.0
     seed: int = 0
 
@@ -88,16 +89,8 @@ class PruneConfig:
         _check_fraction("target", self.target)
         if self.target_kind is not None and not isinstance(self.target_kind, str):
             raise ConfigError(f"target_kind must be a string, got {self.target_kind!r}", self.target_kind)
-        kinds = TARGET_KINDS.get(self.method)
-        if self.target_kind is None and kinds:
-            object.__setattr__(self, "target_kind", kinds[0])
-        if kinds and self.target_kind not in kinds:
-            raise ConfigError(
-                f"target_kind {self.target_kind!r} is not valid for method {self.method!r}; "
-                f"valid: {', '.join(kinds)}",
-                self.target_kind,
-            )
-        object.__setattr__(self, "importance_options", _frozen_mapping(self.importance_options, "importance_options"))
+        for name in ("importance_options", "pruner_options"):
+            object.__setattr__(self, name, _frozen_mapping(getattr(self, name), name))
         ratios = _frozen_mapping(self.category_ratios, "category_ratios")
         for category, ratio in ratios.items():
             if not isinstance(category, str) or not category:
@@ -110,10 +103,6 @@ class PruneConfig:
             raise ConfigError(f"scope {self.scope!r} is not valid; valid: {', '.join(SCOPES)}", self.scope)
         self._check_int("steps", self.steps, minimum=1)
         self._check_int("seed", self.seed, minimum=0)
-        if self.round_to is not None:
-            self._check_int("round_to", self.round_to, minimum=1)
-        if not isinstance(self.permanent, bool):
-            raise ConfigError(f"permanent must be true or false, got {self.permanent!r}", self.permanent)
         _check_fraction("max_ratio", self.max_ratio, upper_inclusive=True)
         if self.max_ratio == 0:
             raise ConfigError("max_ratio must be greater than 0", self.max_ratio)
@@ -142,12 +131,6 @@ class PruneConfig:
             return 0.0
         return float(self.category_ratios.get(category, self.default_ratio))
 
-    def replace(self, **changes: Any) -> PruneConfig:
-        """A copy with ``changes`` applied (validated like a new config)."""
-        data = self.to_dict()
-        data.update(changes)
-        return PruneConfig.from_dict(data)
-
     def to_dict(self) -> dict[str, Any]:
         """Plain-Python dict (YAML/JSON friendly)."""
         out: dict[str, Any] = {}
@@ -162,9 +145,14 @@ class PruneConfig:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> PruneConfig:
-        """Build from a dict; unknown keys raise :class:`ConfigError` listing the valid ones."""
+        """Build from a dict; unknown keys raise :class:`ConfigError` listing the valid ones.
+
+        The old top-level keys ``permanent`` and ``round_to`` are moved into ``pruner_options``
+        with a deprecation warning.
+        """
         if not isinstance(data, Mapping):
             raise ConfigError(f"a config must be a mapping, got {type(data).__name__}", data)
+        data = _migrate(data)
         valid = [f.name for f in dataclasses.fields(cls)]
         unknown = sorted(set(data) - set(valid), key=str)
         if unknown:
@@ -186,3 +174,29 @@ class PruneConfig:
         except yaml.YAMLError as exc:
             raise ConfigError(f"config is not valid YAML: {exc}", text) from exc
         return cls.from_dict(data or {})
+
+
+#: Top-level keys of older configs that are pruner options now.
+_MOVED_TO_PRUNER_OPTIONS = ("permanent", "round_to")
+
+
+def _migrate(data: Mapping[str, Any]) -> Mapping[str, Any]:
+    """``data`` with the old top-level pruner keys moved into ``pruner_options`` (warning once per key)."""
+    moved = [k for k in _MOVED_TO_PRUNER_OPTIONS if k in data]
+    if not moved:
+        return data
+    options = data.get("pruner_options") or {}
+    if not isinstance(options, Mapping):
+        raise ConfigError(f"pruner_options must be a mapping, got {type(options).__name__}: {options!r}", options)
+    clash = sorted(k for k in moved if k in options)
+    if clash:
+        raise ConfigError(f"{', '.join(clash)} given both at top level and in pruner_options; keep pruner_options", clash)
+    message = (
+        f"config keys {', '.join(moved)} at top level are deprecated; put them under pruner_options "
+        f"(pruner_options: {{{', '.join(f'{k}: {data[k]!r}' for k in moved)}}})"
+    )
+    warnings.warn(message, DeprecationWarning, stacklevel=4)
+    log.warning("%s", message)
+    out = {k: v for k, v in data.items() if k not in moved}
+    out["pruner_options"] = {**options, **{k: data[k] for k in moved}}
+    return out

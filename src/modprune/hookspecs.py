@@ -57,6 +57,8 @@ def modprune_register_pruners() -> list[Pruner]:
     """Register pruners.
 
     :return: a list of :class:`modprune.pruners.Pruner` instances, selected by ``PruneConfig.method``.
+        Each declares its ``target_kinds`` and ``options_type`` (its ``pruner_options``); modprune
+        calls ``plan`` once, then ``apply`` once, which returns a ``PruneOutcome``.
     """
 
 
@@ -74,8 +76,9 @@ def modprune_register_layer_pruners() -> list[tuple[type, Any]]:
 
     Used by structured pruning, for modules whose parameters torch-pruning cannot slice by itself.
 
-    :return: a list of ``(module_type, pruner)`` pairs, where ``pruner`` is an instance of
-        ``torch_pruning.pruner.function.BasePruningFunc``.
+    :return: a list of ``(module_type, pruner)`` pairs, where ``module_type`` is a class and
+        ``pruner`` an instance of ``torch_pruning.pruner.function.BasePruningFunc``; any other entry
+        is skipped with a warning naming the plugin.
     """
 
 

@@ -13,13 +13,19 @@ import importlib.metadata
 import importlib.util
 import logging
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, Iterable, Sequence
 
 import pluggy
 
 from modprune import hookspecs
 from modprune.exceptions import DuplicateStrategyError, ModpruneError
-from modprune.registry import Registry
+from modprune.registry import LayerPrunerRegistry, Registry
+
+if TYPE_CHECKING:  # pragma: no cover
+    from modprune.detectors.base import Detector
+    from modprune.importance.base import Importance
+    from modprune.pruners.base import Pruner
+    from modprune.recipes import Recipe
 
 __all__ = [
     "BUILTIN_PLUGINS",
@@ -59,11 +65,11 @@ class PluginInfo:
 class Strategies:
     """The registries filled from every plugin's ``modprune_register_*`` hooks."""
 
-    detectors: Registry[Any]
-    importances: Registry[Any]
-    pruners: Registry[Any]
-    recipes: Registry[Any]
-    layer_pruners: dict[type, Any]
+    detectors: Registry[Detector]
+    importances: Registry[Importance]
+    pruners: Registry[Pruner]
+    recipes: Registry[Recipe]
+    layer_pruners: LayerPrunerRegistry
 
 
 _FAMILIES: tuple[tuple[str, str], ...] = (
@@ -148,21 +154,27 @@ class ModpruneManager(pluggy.PluginManager):
         types = _family_types()
         for family, hook_name in _FAMILIES:
             self._collect(registries[family], hook_name, types[family])
-        layer_pruners: dict[type, Any] = {}
+        return Strategies(layer_pruners=self._layer_pruners(), **registries)
+
+    def _layer_pruners(self) -> LayerPrunerRegistry:
+        """The ``modprune_register_layer_pruners`` pairs; a wrong entry is skipped naming its plugin."""
+        registry = LayerPrunerRegistry()
         for plugin_name, pairs in self._results("modprune_register_layer_pruners"):
+            info = self.plugin_info.get(plugin_name)
             for pair in pairs:
-                if not (isinstance(pair, (tuple, list)) and len(pair) == 2 and isinstance(pair[0], type)):
+                if not (isinstance(pair, (tuple, list)) and len(pair) == 2):
                     self._fail(plugin_name, ModpruneError(
                         f"plugin {plugin_name!r}: modprune_register_layer_pruners returned {pair!r}, "
                         "not a (module_type, pruner) pair", obj=plugin_name))
                     continue
-                if pair[0] in layer_pruners:
-                    self._fail(plugin_name, DuplicateStrategyError(
-                        f"layer pruner for {pair[0].__name__} registered by {plugin_name} is already registered",
-                        obj=pair[0]))
+                try:
+                    registry.register(pair[0], pair[1], source=plugin_name)
+                except ModpruneError as exc:
+                    self._fail(plugin_name, exc)
                     continue
-                layer_pruners[pair[0]] = pair[1]
-        return Strategies(layer_pruners=layer_pruners, **registries)
+                if info is not None:
+                    info.registered.setdefault(registry.family, []).append(pair[0].__name__)
+        return registry
 
     @functools.cached_property
     def safe_globals(self) -> list[type]:

@@ -18,10 +18,11 @@ from modprune.recipes import recipe_from_file
 VALID_KEYS = [f.name for f in dataclasses.fields(PruneConfig)]
 
 
-def test_defaults_are_valid_and_filled() -> None:
+def test_defaults_are_valid_and_resolved_by_the_pruner() -> None:
     cfg = PruneConfig()
-    assert cfg.method == "unstructured" and cfg.target_kind == "nonzero"
-    assert PruneConfig(method="structured").target_kind == "macs"
+    assert cfg.method == "unstructured" and cfg.target_kind is None  # the pruner's first kind, at prune time
+    assert modprune.resolve_config(cfg).target_kind == "nonzero"
+    assert modprune.resolve_config(PruneConfig(method="structured", importance="l2")).target_kind == "macs"
 
 
 def test_config_is_frozen() -> None:
@@ -79,8 +80,7 @@ def test_ratios_inside_0_1_are_accepted(value: float) -> None:
         {"steps": True},
         {"seed": -1},
         {"seed": "1"},
-        {"round_to": 0},
-        {"permanent": "yes"},
+        {"pruner_options": [("round_to", 8)]},
         {"max_ratio": 0},
         {"max_ratio": 1.5},
         {"target_kind": 3},
@@ -95,8 +95,38 @@ def test_wrong_types_and_values_are_refused(kwargs: dict[str, Any]) -> None:
 
 @pytest.mark.parametrize(("method", "kind"), [("unstructured", "macs"), ("unstructured", "params"), ("structured", "nonzero")])
 def test_target_kind_must_suit_the_method(method: str, kind: str) -> None:
-    with pytest.raises(ConfigError, match=f"target_kind '{kind}' is not valid for method '{method}'"):
-        PruneConfig(method=method, target_kind=kind)
+    cfg = PruneConfig(method=method, target_kind=kind, importance="l2")  # the config cannot know the kinds
+    valid = modprune.get_plugin_manager(entry_points=False).strategies.pruners.get(method).target_kinds
+    with pytest.raises(ConfigError, match=f"target_kind '{kind}' is not valid for method '{method}'; valid: ") as info:
+        modprune.resolve_config(cfg)
+    assert all(k in str(info.value) for k in valid)
+
+
+@pytest.mark.parametrize(
+    ("method", "options", "match"),
+    [
+        ("unstructured", {"permanent": "yes"}, "permanent must be true or false"),
+        ("unstructured", {"round_to": 8}, "unknown pruner_options round_to; valid: permanent"),
+        ("structured", {"round_to": 0}, "round_to must be an integer >= 1"),
+        ("structured", {"permanent": False}, "unknown pruner_options permanent; valid: round_to"),
+    ],
+)
+def test_pruner_options_are_validated_by_the_pruner(method: str, options: dict[str, Any], match: str) -> None:
+    cfg = PruneConfig(method=method, importance="l2", pruner_options=options)
+    with pytest.raises(ConfigError, match=match):
+        modprune.resolve_config(cfg)
+    with pytest.raises(ConfigError, match=match):  # before anything changes
+        modprune.prune(torch.nn.Linear(4, 4), cfg, torch.zeros(1, 4))
+
+
+@pytest.mark.parametrize(("key", "value"), [("permanent", False), ("round_to", 8)])
+def test_old_top_level_pruner_keys_load_with_a_deprecation_warning(key: str, value: Any) -> None:
+    with pytest.warns(DeprecationWarning, match=f"{key}.*pruner_options"):
+        cfg = PruneConfig.from_yaml(f"method: structured\n{key}: {str(value).lower()}\n")
+    assert dict(cfg.pruner_options) == {key: value}
+    assert key not in cfg.to_dict()
+    with pytest.raises(ConfigError, match="both at top level and in pruner_options"):
+        PruneConfig.from_dict({key: value, "pruner_options": {key: value}})
 
 
 def test_protect_accepts_a_single_name_and_yaml_null() -> None:
@@ -138,27 +168,28 @@ def test_from_yaml_refuses_bad_yaml(text: str) -> None:
             protect=("norm", "attention"),
             scope="category",
             steps=3,
-            permanent=False,
+            pruner_options={"permanent": False},
             max_ratio=0.9,
             seed=7,
         ),
-        PruneConfig(method="structured", target=0.3, target_kind="params", round_to=8, importance="l2"),
+        PruneConfig(method="structured", target=0.3, target_kind="params", pruner_options={"round_to": 8}, importance="l2"),
     ],
 )
 def test_round_trips(cfg: PruneConfig) -> None:
     assert PruneConfig.from_dict(cfg.to_dict()) == cfg
     assert PruneConfig.from_yaml(cfg.to_yaml()) == cfg
-    assert cfg.replace() == cfg
-    assert cfg.replace(target=0.5).target == 0.5 and cfg.replace(target=0.5).seed == cfg.seed
+    assert dataclasses.replace(cfg) == cfg
+    changed = dataclasses.replace(cfg, target=0.5)
+    assert changed.target == 0.5 and changed.seed == cfg.seed
     plain = cfg.to_dict()
     assert all(isinstance(v, (str, int, float, bool, list, dict, type(None))) for v in plain.values())
 
 
 def test_replace_validates() -> None:
     with pytest.raises(ConfigError, match="target"):
-        PruneConfig().replace(target=2)
-    with pytest.raises(ConfigError, match="unknown config keys"):
-        PruneConfig().replace(targte=0.2)
+        dataclasses.replace(PruneConfig(), target=2)
+    with pytest.raises(TypeError, match="targte"):
+        dataclasses.replace(PruneConfig(), targte=0.2)
 
 
 def test_ratio_for() -> None:
@@ -254,4 +285,4 @@ def test_configs_hash_like_they_compare() -> None:
     a = PruneConfig(category_ratios={"conv": 0.5}, importance_options={"alpha": 0.5}, importance="l1l2")
     b = PruneConfig.from_yaml(a.to_yaml())
     assert a == b and hash(a) == hash(b)
-    assert len({a, b, a.replace(target=0.3)}) == 2
+    assert len({a, b, dataclasses.replace(a, target=0.3)}) == 2

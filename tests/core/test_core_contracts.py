@@ -4,6 +4,8 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
+from typing import Any, Callable
 
 import pytest
 import torch
@@ -112,8 +114,76 @@ def test_pruner_contract(name: str) -> None:
     assert isinstance(pruner, Pruner) and pruner.name == name
     assert pruner.requires in (WEIGHTS, CHANNELS)
     assert isinstance(pruner.description, str)
-    assert callable(pruner.prune) and callable(pruner.check)
+    assert callable(pruner.plan) and callable(pruner.apply)
+    assert pruner.target_kinds and all(isinstance(k, str) and k for k in pruner.target_kinds)
+    assert dataclasses.is_dataclass(pruner.options_type)
+    assert pruner.parse_options({}) == pruner.options_type()  # every option has a default
+    with pytest.raises(ConfigError, match="unknown pruner_options no_such_option"):
+        pruner.parse_options({"no_such_option": 1})
     assert [n for n in STRATEGIES.importances.list() if pruner.requires in STRATEGIES.importances.get(n).scores]
+
+
+# --- layer pruners: an example module (and its input, given its input channels) per registered type ---
+
+
+def _layer_examples() -> dict[str, tuple[Callable[[], nn.Module], Callable[[int | None], torch.Tensor]]]:
+    """Example instances of module types that plugins register layer pruners for (by qualified name).
+
+    A plugin that registers a layer pruner for a new type adds its example here."""
+    from modprune_tokenc3_lsnet.prunable_layers import BranchAttention, BranchPick, HeadLinear
+
+    def attention() -> nn.Module:
+        return BranchAttention(nn.AdaptiveAvgPool2d(1), nn.Conv2d(8, 4, 1), nn.ReLU(), nn.Conv2d(4, 2, 1), nn.Sigmoid())
+
+    return {
+        _qualname(BranchAttention): (attention, lambda c: torch.randn(1, c or 8, 4, 4)),
+        _qualname(BranchPick): (lambda: BranchPick(1), lambda c: torch.rand(1, 2, 1, 1)),
+        _qualname(HeadLinear): (lambda: HeadLinear(8, 12, heads=2), lambda c: torch.randn(3, c or 8)),
+    }
+
+
+def _qualname(t: type) -> str:
+    return f"{t.__module__}.{t.__qualname__}"
+
+
+def _channels_to_drop(pruner: Any, layer: nn.Module, count: int, out: bool) -> list[int]:
+    """One channel per channel group (the groups a pruner declares must lose channels together)."""
+    groups = getattr(pruner, "get_out_channel_groups" if out else "get_in_channel_groups", lambda _: 1)(layer)
+    groups = max(1, int(groups or 1))
+    return [g * (count // groups) for g in range(groups)]
+
+
+@pytest.mark.parametrize("module_type", STRATEGIES.layer_pruners.list(), ids=lambda t: t.__name__)
+@pytest.mark.parametrize("side", ["out", "in"])
+def test_layer_pruner_contract(module_type: type, side: str) -> None:
+    from torch_pruning.pruner.function import BasePruningFunc
+
+    pruner = STRATEGIES.layer_pruners.get(module_type)
+    assert isinstance(pruner, BasePruningFunc)
+    assert STRATEGIES.layer_pruners.source(module_type) in PM.plugin_info
+    examples = _layer_examples()
+    assert _qualname(module_type) in examples, f"add an example {module_type.__name__} to _layer_examples()"
+    make, inputs = examples[_qualname(module_type)]
+    layer = make()
+    assert isinstance(layer, module_type)
+    outs, ins = pruner.get_out_channels(layer), pruner.get_in_channels(layer)
+    assert all(c is None or (isinstance(c, int) and c > 0) for c in (outs, ins)), (outs, ins)
+    with torch.no_grad():
+        layer(inputs(ins))
+    count = outs if side == "out" else ins
+    if count is None:  # a dependency stop on this side: pruning it changes nothing
+        pruner(layer, [0], to_output=side == "out")
+        assert (pruner.get_out_channels(layer), pruner.get_in_channels(layer)) == (outs, ins)
+        return
+    drop = _channels_to_drop(pruner, layer, count, side == "out")
+    pruner(layer, drop, to_output=side == "out")
+    after = pruner.get_out_channels(layer) if side == "out" else pruner.get_in_channels(layer)
+    assert after == count - len(drop)
+    new_ins = pruner.get_in_channels(layer)
+    with torch.no_grad():
+        out = layer(inputs(new_ins))
+    if side == "out" and isinstance(out, torch.Tensor) and out.dim() >= 2:
+        assert out.shape[1] == after or out.shape[-1] == after
 
 
 @pytest.mark.parametrize("name", STRATEGIES.recipes.list())
@@ -137,6 +207,8 @@ def test_recipe_names_registered_strategies(name: str) -> None:
     pruner = STRATEGIES.pruners.get(config.method)
     importance = STRATEGIES.importances.get(config.importance).configure(config.importance_options)
     assert pruner.requires in importance.scores
+    resolved = modprune.resolve_config(config, PM)  # target kind and pruner_options suit the pruner
+    assert resolved.target_kind in pruner.target_kinds
 
 
 @pytest.mark.parametrize("name", [n for n in STRATEGIES.recipes.list() if STRATEGIES.recipes.get(n).config.method == "unstructured"])

@@ -10,11 +10,12 @@ import subprocess
 import sys
 import textwrap
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import pluggy
 import pytest
 import torch
+import torch_pruning as tp
 from torch import nn
 
 import modprune
@@ -24,7 +25,7 @@ from modprune.exceptions import DuplicateStrategyError, ModpruneError, UnknownSt
 from modprune.importance import WEIGHTS, Importance
 from modprune.importance.magnitude import L1
 from modprune.plugins import ModpruneManager, get_plugin_manager
-from modprune.pruners import Pruner
+from modprune.pruners import PruneOutcome, PrunePlan, Pruner
 from modprune.recipes import Recipe
 from modprune.registry import Registry
 
@@ -58,6 +59,9 @@ class Gate(nn.Module):
         return self.conv(x).sigmoid()
 
 
+GATE_PRUNER: Any = None  # set below, once GatePruner is defined
+
+
 class Calls:
     """A plugin implementing every hook, recording which ones were called."""
 
@@ -88,7 +92,7 @@ class Calls:
     @hookimpl
     def modprune_register_layer_pruners(self) -> list[tuple[type, Any]]:
         self.called.append("modprune_register_layer_pruners")
-        return [(Gate, "gate-layer-pruner")]
+        return [(Gate, GATE_PRUNER)]
 
     @hookimpl
     def modprune_register_safe_globals(self) -> list[type]:
@@ -146,8 +150,32 @@ class _Noop(Pruner):
     def __init__(self, plugin: Calls) -> None:
         self.plugin = plugin
 
-    def prune(self, model: nn.Module, config: modprune.PruneConfig, ctx: Any) -> None:
-        self.plugin.called.append("pruner.prune")
+    def apply(self, model: nn.Module, plan: PrunePlan, ctx: Any) -> PruneOutcome:
+        self.plugin.called.append("pruner.apply")
+        return PruneOutcome()
+
+
+class GatePruner(tp.pruner.function.BasePruningFunc):
+    """Prunes a Gate through its convolution."""
+
+    TARGET_MODULES = (Gate,)
+
+    def prune_out_channels(self, layer: nn.Module, idxs: Sequence[int]) -> nn.Module:
+        tp.prune_conv_out_channels(layer.conv, list(idxs))
+        return layer
+
+    def prune_in_channels(self, layer: nn.Module, idxs: Sequence[int]) -> nn.Module:
+        tp.prune_conv_in_channels(layer.conv, list(idxs))
+        return layer
+
+    def get_out_channels(self, layer: nn.Module) -> int:
+        return layer.conv.out_channels
+
+    def get_in_channels(self, layer: nn.Module) -> int:
+        return layer.conv.in_channels
+
+
+GATE_PRUNER = GatePruner()
 
 
 def _model() -> nn.Module:
@@ -165,7 +193,7 @@ def _ex_importances(pm: ModpruneManager, plugin: Calls, tmp_path: Path) -> None:
 
 def _ex_pruners(pm: ModpruneManager, plugin: Calls, tmp_path: Path) -> None:
     modprune.prune(_model(), modprune.PruneConfig(method="calls_noop", target=0.2), pm=pm)
-    assert "pruner.prune" in plugin.called
+    assert "pruner.apply" in plugin.called
 
 
 def _ex_recipes(pm: ModpruneManager, plugin: Calls, tmp_path: Path) -> None:
@@ -174,7 +202,8 @@ def _ex_recipes(pm: ModpruneManager, plugin: Calls, tmp_path: Path) -> None:
 
 
 def _ex_layer_pruners(pm: ModpruneManager, plugin: Calls, tmp_path: Path) -> None:
-    assert pm.strategies.layer_pruners[Gate] == "gate-layer-pruner"
+    assert pm.strategies.layer_pruners[Gate] is GATE_PRUNER
+    assert pm.strategies.layer_pruners.source(Gate) == pm.get_name(plugin)
 
 
 def _ex_safe_globals(pm: ModpruneManager, plugin: Calls, tmp_path: Path) -> None:

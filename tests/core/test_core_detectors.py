@@ -108,7 +108,7 @@ def test_every_parameter_gets_a_category(cnn: nn.Module) -> None:
 
 
 def test_masked_parameters_keep_their_category(cnn: nn.Module) -> None:
-    modprune.prune(cnn, modprune.PruneConfig(target=0.2, permanent=False))
+    modprune.prune(cnn, modprune.PruneConfig(target=0.2, pruner_options={"permanent": False}))
     cats = modprune.categorize(cnn)
     assert cats.params["0.parametrizations.weight.original"] == "conv"
     assert cats.params["9.parametrizations.weight.original"] == "linear"

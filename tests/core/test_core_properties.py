@@ -81,7 +81,7 @@ configs = st.builds(
     protect=st.lists(st.sampled_from(["conv", "depthwise_conv", "linear", "norm"]), max_size=2, unique=True).map(tuple),
     category_ratios=st.dictionaries(st.sampled_from(["conv", "depthwise_conv", "linear"]), st.floats(0.05, 0.95), max_size=2),
     max_ratio=st.sampled_from([1.0, 0.9]),
-    permanent=st.booleans(),
+    pruner_options=st.fixed_dictionaries({"permanent": st.booleans()}),
     seed=st.integers(0, 100),
 )
 SETTINGS = settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow], derandomize=True)
@@ -128,7 +128,7 @@ def test_save_load_round_trip_is_exact(model: Net, target: float, permanent: boo
     path: Path = tmp_path_factory.mktemp("rt") / "m.pt"
     x = torch.randn(*INPUT, generator=torch.Generator().manual_seed(0))
     try:
-        modprune.prune(model, PruneConfig(target=target, scope="global", permanent=permanent))
+        modprune.prune(model, PruneConfig(target=target, scope="global", pruner_options={"permanent": permanent}))
     except UnreachableTargetError:  # a model made mostly of norms
         assume(False)
     modprune.save(model, path)

@@ -60,7 +60,7 @@ def _umask() -> int:
 
 def test_round_trip_of_a_masked_model(cnn: nn.Module, image: torch.Tensor, tmp_path: Path) -> None:
     optimizer = torch.optim.SGD(cnn.parameters(), lr=0.1)
-    modprune.prune(cnn, PruneConfig(target=0.5, permanent=False))
+    modprune.prune(cnn, PruneConfig(target=0.5, pruner_options={"permanent": False}))
     masked_weight = cnn[0].weight.detach().clone()
     params_before = list(cnn.parameters())
     modprune.save(cnn, tmp_path / "masked.pt")
@@ -223,7 +223,7 @@ def test_save_refuses_bad_destinations(cnn: nn.Module, tmp_path: Path) -> None:
 
 
 def test_effective_parameters_of_a_loaded_model_match(cnn: nn.Module, tmp_path: Path) -> None:
-    modprune.prune(cnn, PruneConfig(target=0.3, permanent=False, steps=2))
+    modprune.prune(cnn, PruneConfig(target=0.3, pruner_options={"permanent": False}, steps=2))
     modprune.save(cnn, tmp_path / "m.pt")
     loaded = dict(effective_parameters(modprune.load(tmp_path / "m.pt")))
     for name, tensor in effective_parameters(cnn):

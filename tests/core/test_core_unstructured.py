@@ -149,7 +149,7 @@ def test_unreachable_without_any_prunable_weight() -> None:
 
 def test_masks_survive_training_and_can_be_baked(cnn: nn.Module, image: torch.Tensor) -> None:
     optimizer = torch.optim.SGD(cnn.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-3)  # built before
-    report = modprune.prune(cnn, PruneConfig(target=0.5, permanent=False))
+    report = modprune.prune(cnn, PruneConfig(target=0.5, pruner_options={"permanent": False}))
     assert has_masks(cnn) and parametrize.is_parametrized(cnn[0], "weight")
     zeros = {n: t == 0 for n, t in effective_parameters(cnn) if t.ndim >= 2}
     assert sum(int(z.sum()) for z in zeros.values()) == report.nonzero_before - report.nonzero_after
@@ -181,8 +181,8 @@ def _fresh_keys() -> list[str]:
 
 def test_masked_prune_then_prune_again_combines_masks(cnn: nn.Module) -> None:
     start = count_nonzero(cnn)
-    modprune.prune(cnn, PruneConfig(target=0.2, permanent=False))
-    report = modprune.prune(cnn, PruneConfig(target=0.25, permanent=False))
+    modprune.prune(cnn, PruneConfig(target=0.2, pruner_options={"permanent": False}))
+    report = modprune.prune(cnn, PruneConfig(target=0.25, pruner_options={"permanent": False}))
     assert abs(report.achieved - 0.25) <= 0.001
     masks = [p for m in cnn.modules() if parametrize.is_parametrized(m) for p in m.parametrizations.weight]
     assert all(isinstance(p, WeightMask) for p in masks) and len(masks) == 5  # one mask per weight
@@ -205,7 +205,7 @@ def test_on_step_is_called_each_step_and_fine_tuning_cannot_revive_weights(cnn: 
     report = modprune.prune(cnn, PruneConfig(target=0.6, steps=4, scope="global"), on_step=on_step)
     assert calls == [(1, 4), (2, 4), (3, 4), (4, 4)]
     assert abs(report.achieved - 0.6) <= 0.001
-    assert not has_masks(cnn)  # baked at the end (permanent=True)
+    assert not has_masks(cnn)  # baked at the end (permanent by default)
 
 
 def test_iterative_steps_reach_intermediate_goals(cnn: nn.Module) -> None:

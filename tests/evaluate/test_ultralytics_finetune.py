@@ -109,14 +109,14 @@ def test_no_network_attempt_during_validation_and_training(tmp_path: Path) -> No
         from modprune.integrations.ultralytics.offline import ensure_offline
         ensure_offline({str(tmp_path / "cfg")!r})
         from modprune.data import generate_dataset
-        from modprune.integrations.ultralytics.trainer import finetune
+        from modprune.integrations.ultralytics.trainer import FinetuneOptions, finetune
         from modprune.integrations.ultralytics.validate import validate
         from ultralytics.nn.tasks import DetectionModel
         data = generate_dataset({str(tmp_path / "ds")!r}, n_train=8, n_val=8, imgsz=64)
         model = DetectionModel("yolov8n.yaml", nc=1, verbose=False)
         validate(model, data, imgsz=64, batch=8)
-        finetune(model, data, epochs=1, imgsz=64, batch=4, project_dir={str(tmp_path / "runs")!r}, plots=True,
-                 teacher=DetectionModel("yolov8n.yaml", nc=1, verbose=False))
+        options = FinetuneOptions(epochs=1, imgsz=64, batch=4, project_dir={str(tmp_path / "runs")!r}, plots=True)
+        finetune(model, data, options, teacher=DetectionModel("yolov8n.yaml", nc=1, verbose=False))
         print(json.dumps(attempts))
     """)
     env = {k: v for k, v in _subprocess_env().items() if not k.startswith("YOLO_")}
@@ -166,7 +166,7 @@ def finetuned(offline_ultralytics: Path, tiny_data: Path, tmp_path_factory: pyte
     """One 2-epoch fine-tune of a yolov8n with zeroed weights and a yaml that lies about its size."""
     from ultralytics.nn.tasks import DetectionModel
 
-    from modprune.integrations.ultralytics.trainer import finetune
+    from modprune.integrations.ultralytics.trainer import FinetuneOptions, finetune
 
     torch.manual_seed(0)
     model = DetectionModel("yolov8n.yaml", nc=1, verbose=False)
@@ -174,7 +174,8 @@ def finetuned(offline_ultralytics: Path, tiny_data: Path, tmp_path_factory: pyte
     _disguise_yaml(model)
     original = copy.deepcopy(model.state_dict())
     project = tmp_path_factory.mktemp("ft")
-    out = finetune(model, tiny_data, epochs=2, imgsz=64, batch=4, project_dir=project, overrides=STEP_EVERY_BATCH)
+    out = finetune(model, tiny_data, FinetuneOptions(epochs=2, imgsz=64, batch=4, project_dir=project,
+                                                     overrides=STEP_EVERY_BATCH))
     return {"model": model, "out": out, "zeroed": zeroed, "original": original, "project": project}
 
 
@@ -220,7 +221,7 @@ def test_finetune_with_distillation_and_explicit_masks(offline_ultralytics: Path
                                                        tmp_path: Path) -> None:
     from ultralytics.nn.tasks import DetectionModel
 
-    from modprune.integrations.ultralytics.trainer import finetune
+    from modprune.integrations.ultralytics.trainer import FinetuneOptions, finetune
 
     torch.manual_seed(1)
     student = DetectionModel("yolov8n.yaml", nc=1, verbose=False)
@@ -230,8 +231,9 @@ def test_finetune_with_distillation_and_explicit_masks(offline_ultralytics: Path
     w = dict(student.named_parameters())[name]
     keep = torch.ones_like(w, dtype=torch.bool)
     keep[:, : w.shape[1] // 2] = False  # a mask over weights that are nonzero now
-    out = finetune(student, tiny_data, epochs=1, imgsz=64, batch=4, project_dir=tmp_path, teacher=teacher,
-                   distill_weight=2.0, masks={name: keep}, overrides=STEP_EVERY_BATCH)
+    options = FinetuneOptions(epochs=1, imgsz=64, batch=4, project_dir=tmp_path, distill_weight=2.0,
+                              overrides=STEP_EVERY_BATCH)
+    out = finetune(student, tiny_data, options, teacher=teacher, masks={name: keep})
     assert bool((dict(out.named_parameters())[name][~keep] == 0).all())
     with open(tmp_path / "finetune" / "results.csv") as f:
         rows = list(csv.DictReader(f))
@@ -243,13 +245,13 @@ def test_finetune_with_distillation_and_explicit_masks(offline_ultralytics: Path
 def test_keep_zeros_false_lets_weights_regrow(offline_ultralytics: Path, tiny_data: Path, tmp_path: Path) -> None:
     from ultralytics.nn.tasks import DetectionModel
 
-    from modprune.integrations.ultralytics.trainer import finetune
+    from modprune.integrations.ultralytics.trainer import FinetuneOptions, finetune
 
     torch.manual_seed(2)
     model = DetectionModel("yolov8n.yaml", nc=1, verbose=False)
     zeroed = _zero_some_weights(model)
-    out = finetune(model, tiny_data, epochs=1, imgsz=64, batch=4, project_dir=tmp_path, keep_zeros=False,
-                   overrides=STEP_EVERY_BATCH)
+    out = finetune(model, tiny_data, FinetuneOptions(epochs=1, imgsz=64, batch=4, project_dir=tmp_path,
+                                                     keep_zeros=False, overrides=STEP_EVERY_BATCH))
     params = dict(out.named_parameters())
     assert any(bool((params[n][z] != 0).any()) for n, z in zeroed.items())
 
@@ -266,26 +268,29 @@ def test_keep_zeros_false_lets_weights_regrow(offline_ultralytics: Path, tiny_da
 ])
 def test_finetune_argument_errors(yolov8n: torch.nn.Module, tiny_data: Path, tmp_path: Path, kwargs: dict,
                                   error: type, match: str) -> None:
-    from modprune.integrations.ultralytics.trainer import finetune
+    from modprune.integrations.ultralytics.trainer import FinetuneOptions, finetune
 
+    masks = kwargs.pop("masks", None)
     args = {"epochs": 1, "imgsz": 64, "batch": 4, "project_dir": tmp_path, **kwargs}
-    with pytest.raises(error, match=match):
-        finetune(yolov8n, tiny_data, **args)
+    with pytest.raises(error, match=match):  # invalid options fail at construction
+        finetune(yolov8n, tiny_data, FinetuneOptions(**args), masks=masks)
 
 
 def test_finetune_model_and_teacher_checks(yolov8n: torch.nn.Module, tiny_data: Path, tmp_path: Path) -> None:
     from ultralytics.nn.tasks import DetectionModel
 
-    from modprune.integrations.ultralytics.trainer import finetune
+    from modprune.integrations.ultralytics.trainer import FinetuneOptions, finetune
 
+    options = FinetuneOptions(epochs=1, imgsz=64, project_dir=tmp_path)
     with pytest.raises(UnsupportedModelError):
-        finetune(torch.nn.Conv2d(3, 3, 1), tiny_data, epochs=1, imgsz=64, project_dir=tmp_path)
+        finetune(torch.nn.Conv2d(3, 3, 1), tiny_data, options)
     with pytest.raises(ConfigError, match="teacher head"):
-        finetune(yolov8n, tiny_data, epochs=1, imgsz=64, project_dir=tmp_path,
-                 teacher=DetectionModel("yolov8n.yaml", nc=2, verbose=False))
+        finetune(yolov8n, tiny_data, options, teacher=DetectionModel("yolov8n.yaml", nc=2, verbose=False))
     two = generate_dataset(tmp_path / "two", n_train=2, n_val=2, imgsz=64, n_classes=2)
     with pytest.raises(ConfigError, match="classes"):
-        finetune(yolov8n, two, epochs=1, imgsz=64, project_dir=tmp_path)
+        finetune(yolov8n, two, options)
+    with pytest.raises(ConfigError, match="FinetuneOptions"):
+        finetune(yolov8n, tiny_data, {"epochs": 1})  # type: ignore[arg-type]
 
 
 # ------------------------------------------------------------------------------------------------ trainer class

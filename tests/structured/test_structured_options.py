@@ -80,7 +80,7 @@ def test_global_ranking_respects_max_ratio_and_keeps_every_layer(build, pm) -> N
 def test_round_to_keeps_multiples(build, pm) -> None:
     model = build("yolov8n")
     before = {n: m.out_channels for n, m in model.named_modules() if isinstance(m, nn.Conv2d)}
-    report = _prune(model, pm, target=0.4, round_to=8)
+    report = _prune(model, pm, target=0.4, pruner_options={"round_to": 8})
     assert abs(report.achieved - 0.4) <= 0.01
     names = {n for n, m in model.named_modules() if isinstance(m, nn.Conv2d)}
     changed = [n for n, m in model.named_modules() if isinstance(m, nn.Conv2d) and n in before

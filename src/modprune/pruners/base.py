@@ -1,42 +1,65 @@
-"""The :class:`Pruner` interface and the context every pruner receives."""
+"""The :class:`Pruner` contract: plan (validate, change nothing), apply (change the model), outcome.
+
+:func:`modprune.prune` calls :meth:`Pruner.plan` once, measures the model, then calls
+:meth:`Pruner.apply` once with that plan. A pruner reports what it found in the returned
+:class:`PruneOutcome`; it never writes into the :class:`PruneContext` (which is frozen).
+"""
 
 from __future__ import annotations
 
+import dataclasses
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, ClassVar
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Mapping
 
 import torch
 from torch import nn
 
+from modprune.exceptions import ConfigError
 from modprune.importance.base import Importance, ScoreContext
 
 if TYPE_CHECKING:  # pragma: no cover
     from modprune.config import PruneConfig
+    from modprune.detectors.base import Detector
     from modprune.detectors.classify import Categories
-    from modprune.plugins import ModpruneManager
 
-__all__ = ["Pruner", "PruneContext", "StepCallback"]
+__all__ = ["NoOptions", "Pruner", "PruneContext", "PruneOutcome", "PrunePlan", "StepCallback"]
 
 #: Called after each pruning step with (step number starting at 1, number of steps, model).
 StepCallback = Callable[[int, int, nn.Module], None]
 
 
-@dataclass
-class PruneContext:
-    """Everything a pruner needs besides the model and config."""
+def _nothing(*_: Any, **__: Any) -> None:
+    return None
 
-    pm: ModpruneManager
+
+def _empty(*_: Any, **__: Any) -> list[Any]:
+    return []
+
+
+@dataclass(frozen=True)
+class PruneContext:
+    """Everything a pruner may use besides the model and config (read-only).
+
+    The four callables are the structured-pruning plugin hooks, already bound to every plugin:
+    ``prepare_model(model, config)`` (``modprune_prepare_model``), ``protected_modules(model)`` and
+    ``unwrapped_parameters(model)`` (each a flat list over the plugins), ``finalize_model(model)``.
+    """
+
     importance: Importance
     categories: Categories
     example_inputs: Any = None
     loss_fn: Callable[[Any], torch.Tensor] | None = None
     generator: torch.Generator = field(default_factory=torch.Generator)
     on_step: StepCallback | None = None
-    #: Lines the pruner wants in the report (e.g. "attention protected: ...").
-    notes: list[str] = field(default_factory=list)
-    #: What the pruner measured for targets the report cannot recompute (e.g. channel ratio).
-    achieved: float | None = None
+    #: The registered detectors, to categorise a model a pruner rewrote.
+    detectors: tuple[Detector, ...] = ()
+    #: torch-pruning layer pruners by module type (``modprune_register_layer_pruners``).
+    layer_pruners: Mapping[type, Any] = field(default_factory=dict)
+    prepare_model: Callable[[nn.Module, PruneConfig], None] = _nothing
+    protected_modules: Callable[[nn.Module], list[nn.Module]] = _empty
+    unwrapped_parameters: Callable[[nn.Module], list[tuple[Any, int]]] = _empty
+    finalize_model: Callable[[nn.Module], None] = _nothing
 
     def score_context(self, model: nn.Module) -> ScoreContext:
         return ScoreContext(model, self.example_inputs, self.loss_fn, self.generator)
@@ -47,26 +70,97 @@ class PruneContext:
 
         compute_gradients(model, self.example_inputs, self.loss_fn)
 
+    def classify(self, model: nn.Module) -> Categories:
+        """Categories of ``model`` by the registered detectors (after a rewrite)."""
+        from modprune.detectors.classify import classify
+
+        return classify(model, self.detectors)
+
+
+@dataclass(frozen=True)
+class NoOptions:
+    """The options of a pruner that takes none."""
+
+
+@dataclass(frozen=True)
+class PrunePlan:
+    """What :meth:`Pruner.plan` decided; pruners subclass it to carry their own plan.
+
+    ``config`` has ``target_kind`` resolved; ``options`` is the pruner's ``options_type`` instance
+    built from ``config.pruner_options``.
+    """
+
+    config: PruneConfig
+    options: Any = field(default_factory=NoOptions)
+
+
+@dataclass(frozen=True)
+class PruneOutcome:
+    """What :meth:`Pruner.apply` found.
+
+    :param notes: lines for the report (e.g. "attention protected: ...").
+    :param achieved: the measured result when the report cannot recompute it (e.g. a channel
+        ratio); None lets the report compute it from ``target_kind``.
+    :param categories: categories of the pruned model when the pruner rewrote modules (None:
+        the context's categories still describe it).
+    """
+
+    notes: tuple[str, ...] = ()
+    achieved: float | None = None
+    categories: Categories | None = None
+
 
 class Pruner(ABC):
     """A pruning method, selected by ``PruneConfig.method``.
 
     ``requires`` says what the importance must score (``"weights"`` or ``"channels"``).
-    :meth:`check` validates without changing anything; :meth:`prune` changes ``model`` in place
-    to meet ``config.target``.
+    ``target_kinds`` lists the ``target_kind`` values it accepts (the first is the default).
+    ``options_type`` is a frozen dataclass whose fields are the accepted ``pruner_options``,
+    validated in its ``__post_init__``.
     """
 
     name: ClassVar[str] = ""
     requires: ClassVar[str] = ""
     description: ClassVar[str] = ""
+    target_kinds: ClassVar[tuple[str, ...]] = ("nonzero",)
+    options_type: ClassVar[type] = NoOptions
 
-    def check(self, model: nn.Module, config: PruneConfig, ctx: PruneContext) -> None:
-        """Raise a :class:`~modprune.ModpruneError` if ``config`` cannot be applied to ``model``.
+    def resolve(self, config: PruneConfig) -> PruneConfig:
+        """``config`` with ``target_kind`` resolved, after checking it and ``pruner_options``.
 
-        Called by :func:`modprune.prune` before anything changes (the default accepts everything).
-        Must not modify the model.
+        :raises ConfigError: the kind is not one of :attr:`target_kinds`, or an option is unknown
+            or invalid (the message lists the valid ones).
         """
+        kind = config.target_kind if config.target_kind is not None else self.target_kinds[0]
+        if kind not in self.target_kinds:
+            raise ConfigError(
+                f"target_kind {kind!r} is not valid for method {self.name!r}; valid: {', '.join(self.target_kinds)}",
+                kind,
+            )
+        self.parse_options(config.pruner_options)
+        return config if kind == config.target_kind else dataclasses.replace(config, target_kind=kind)
+
+    def parse_options(self, options: Mapping[str, Any]) -> Any:
+        """An :attr:`options_type` instance from ``options``; unknown keys raise :class:`ConfigError`."""
+        valid = [f.name for f in dataclasses.fields(self.options_type)]
+        unknown = sorted(set(options) - set(valid), key=str)
+        if unknown:
+            raise ConfigError(
+                f"pruner {self.name!r} got unknown pruner_options {', '.join(map(str, unknown))}; "
+                f"valid: {', '.join(valid) or 'none'}",
+                unknown,
+            )
+        return self.options_type(**dict(options))
+
+    def plan(self, model: nn.Module, config: PruneConfig, ctx: PruneContext) -> PrunePlan:
+        """Validate ``config`` against ``model`` and decide what to do; must not change the model.
+
+        ``config`` comes from :meth:`resolve`. Raise a :class:`~modprune.ModpruneError` (e.g.
+        :class:`~modprune.UnreachableTargetError`) when it cannot be applied. The default plan
+        holds the config and the parsed options.
+        """
+        return PrunePlan(config, self.parse_options(config.pruner_options))
 
     @abstractmethod
-    def prune(self, model: nn.Module, config: PruneConfig, ctx: PruneContext) -> None:
-        """Prune ``model`` in place."""
+    def apply(self, model: nn.Module, plan: PrunePlan, ctx: PruneContext) -> PruneOutcome:
+        """Prune ``model`` in place as ``plan`` says and return what was found."""

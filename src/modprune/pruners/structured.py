@@ -30,21 +30,23 @@ For plugin authors, what makes a custom block structurally prunable (all through
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from collections import Counter
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import nn
 
 from modprune.config import PruneConfig
-from modprune.detectors.classify import classify
+from modprune.detectors.classify import Categories
 from modprune.exceptions import ConfigError, UnreachableTargetError, UnsupportedModelError
 from modprune.importance.base import CHANNELS
 from modprune.measure import count_params
 from modprune.measure.walk import call_model, tensors_of
-from modprune.pruners.base import PruneContext, Pruner
+from modprune.pruners.base import PruneContext, PruneOutcome, PrunePlan, Pruner
 from modprune.pruners.structured_graph import GraphPruner, Plan, tracing_mode
 from modprune.pruners.structured_search import Estimator, MacsTable, macs_table, search_scale
 from modprune.pruners.structured_setup import (
@@ -59,7 +61,7 @@ from modprune.pruners.structured_setup import (
 )
 from modprune.pruners.tp_patches import patched_torch_pruning
 
-__all__ = ["StructuredPruner"]
+__all__ = ["StructuredOptions", "StructuredPruner", "custom_types"]
 
 log = logging.getLogger(__name__)
 
@@ -71,19 +73,37 @@ SEARCH_TOLERANCE = 0.001
 MAX_CORRECTIONS = 2
 
 
+@dataclass(frozen=True)
+class StructuredOptions:
+    """``pruner_options`` of :class:`StructuredPruner`.
+
+    :param round_to: keep channel counts multiples of this (None: any count).
+    """
+
+    round_to: int | None = None
+
+    def __post_init__(self) -> None:
+        value = self.round_to
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+            raise ConfigError(f"pruner_options round_to must be an integer >= 1 or null, got {value!r}", value)
+
+
 class StructuredPruner(Pruner):
     """Removes whole channels (and the matching inputs of the next layers) until the target is met."""
 
     name = "structured"
     requires = CHANNELS
     description = "remove whole channels (torch-pruning dependency graph); smaller, faster dense models"
+    target_kinds = ("macs", "params", "channels")
+    options_type = StructuredOptions
 
-    def check(self, model: nn.Module, config: PruneConfig, ctx: PruneContext) -> None:
+    def plan(self, model: nn.Module, config: PruneConfig, ctx: PruneContext) -> PrunePlan:
         """Cheap checks before anything changes: inputs given, some layer left to prune.
 
-        Whether a MACs / params target is reachable is known only after tracing; :meth:`prune`
+        Whether a MACs / params target is reachable is known only after tracing; :meth:`apply`
         checks it before removing anything.
         """
+        options = self.parse_options(config.pruner_options)
         if ctx.example_inputs is None:
             raise ConfigError(
                 "structured pruning needs example_inputs (a batch the model accepts) to trace the model", None
@@ -91,7 +111,7 @@ class StructuredPruner(Pruner):
         roots = [
             name
             for name, module in model.named_modules()
-            if isinstance(module, (nn.modules.conv._ConvNd, nn.Linear, *self._custom_types(ctx)))
+            if isinstance(module, (nn.modules.conv._ConvNd, nn.Linear, *custom_types(ctx)))
             and config.ratio_for(ctx.categories.modules.get(name, "other")) > 0
         ]
         if not roots:
@@ -100,42 +120,68 @@ class StructuredPruner(Pruner):
                 f"category or has ratio 0 (protect: {list(config.protect) or 'none'}); protect fewer categories",
                 config.target,
             )
+        return PrunePlan(config, options)
 
-    @staticmethod
-    def _custom_types(ctx: PruneContext) -> tuple[type, ...]:
-        return tuple(t for t in ctx.pm.strategies.layer_pruners if isinstance(t, type))
-
-    def prune(self, model: nn.Module, config: PruneConfig, ctx: PruneContext) -> None:
-        self.check(model, config, ctx)
-        self._prepare(model, config, ctx)
+    def apply(self, model: nn.Module, plan: PrunePlan, ctx: PruneContext) -> PruneOutcome:
+        original = _structure(model)
+        notes: list[str] = []
+        ctx = self._prepare(model, plan.config, ctx, notes)
+        prepared = _structure(model)
         with patched_torch_pruning():  # torch-pruning is as found again once this block exits
-            run = _Run(model, config, ctx)
-            run.execute()
-        ctx.pm.hook.modprune_finalize_model(model=model)
+            run = _Run(model, plan, ctx, notes)
+            achieved = run.execute()
+        ctx.finalize_model(model)
         run.check_outputs()
         model.zero_grad(set_to_none=True)
+        return PruneOutcome(tuple(notes), achieved, _categories_after(model, original, prepared, ctx))
 
     @staticmethod
-    def _prepare(model: nn.Module, config: PruneConfig, ctx: PruneContext) -> None:
-        """Plugin rewrites (``modprune_prepare_model``), then categories of the rewritten model."""
+    def _prepare(model: nn.Module, config: PruneConfig, ctx: PruneContext, notes: list[str]) -> PruneContext:
+        """Plugin rewrites (``modprune_prepare_model``); the context with the rewritten model's categories."""
         before = Counter(type(m).__name__ for m in model.modules())
-        ctx.pm.hook.modprune_prepare_model(model=model, config=config)
+        structure = _structure(model)
+        ctx.prepare_model(model, config)
         after = Counter(type(m).__name__ for m in model.modules())
         if before != after:
-            ctx.notes.append(f"prepared by plugins (modprune_prepare_model): {type_changes(before, after)}")
-        reg = ctx.pm.strategies.detectors
-        ctx.categories = classify(model, [reg.get(n) for n in reg.list()])
+            notes.append(f"prepared by plugins (modprune_prepare_model): {type_changes(before, after)}")
+        if _structure(model) == structure:
+            return ctx
+        return dataclasses.replace(ctx, categories=ctx.classify(model))
+
+
+def custom_types(ctx: PruneContext) -> tuple[type, ...]:
+    """Module types with a registered layer pruner."""
+    return tuple(t for t in ctx.layer_pruners if isinstance(t, type))
+
+
+def _structure(model: nn.Module) -> list[tuple[str, type]]:
+    """Every module's qualified name and type: equal structures get equal categories."""
+    return [(name, type(module)) for name, module in model.named_modules()]
+
+
+def _categories_after(
+    model: nn.Module, original: list[tuple[str, type]], prepared: list[tuple[str, type]], ctx: PruneContext
+) -> Categories | None:
+    """Categories of the pruned model, classified again only when its modules are neither those it
+    started with (None: the caller's still apply, e.g. after a rewrite that ``modprune_finalize_model``
+    undid) nor the prepared ones (``ctx``'s)."""
+    now = _structure(model)
+    if now == original:
+        return None
+    return ctx.categories if now == prepared else ctx.classify(model)
 
 
 class _Run:
     """One structured pruning run: the graph, the steps, the measurements and the notes."""
 
-    def __init__(self, model: nn.Module, config: PruneConfig, ctx: PruneContext) -> None:
-        self.model, self.config, self.ctx = model, config, ctx
+    def __init__(self, model: nn.Module, plan: PrunePlan, ctx: PruneContext, notes: list[str]) -> None:
+        config = plan.config
+        self.model, self.config, self.ctx, self.notes = model, config, ctx, notes
+        self.round_to = plan.options.round_to
         self.kind = config.target_kind or "macs"
         self.inputs = ctx.example_inputs
         protection = find_protection(model, config, ctx)
-        ctx.notes.extend(protection.notes)
+        notes.extend(protection.notes)
         self.frozen = protection.frozen
         self.roots = find_roots(model, config, ctx, self.frozen)
         if not any(b > 0 for b in self.roots.base.values()):
@@ -145,7 +191,7 @@ class _Run:
                 config.target,
             )
         self.output_shapes: dict[int, tuple[int, ...]] = {}
-        self.custom_types = StructuredPruner._custom_types(ctx)
+        self.custom_types = custom_types(ctx)
         self.pruner = self._build()
         self.layers_only = False
         self.table: MacsTable | None = None
@@ -156,12 +202,10 @@ class _Run:
 
     def _build(self) -> GraphPruner:
         """Trace the model into a :class:`GraphPruner`, then check what the graph found."""
-        declared = [
-            pair for result in self.ctx.pm.hook.modprune_unwrapped_parameters(model=self.model) for pair in result or []
-        ]
+        declared = list(self.ctx.unwrapped_parameters(self.model))
         pruner, outputs = self._trace(declared)
         frozen_ids = {id(p) for f in self.frozen for p in ([f] if isinstance(f, nn.Parameter) else f.parameters())}
-        self.ctx.notes.extend(bare_parameter_notes(pruner, self.model, {id(p) for p, _ in declared}, frozen_ids))
+        self.notes.extend(bare_parameter_notes(pruner, self.model, {id(p) for p, _ in declared}, frozen_ids))
         layers, terminal = output_layers(pruner, outputs)
         shapes = [tuple(t.shape) for t in tensors_of(outputs)]
         self.output_shapes = {i: shapes[i] for i in terminal}
@@ -170,7 +214,7 @@ class _Run:
         if kept:
             names = {id(m): n for n, m in self.model.named_modules()}
             listed = ", ".join(describe(names.get(id(m), "?"), m) for m in kept[:6])
-            self.ctx.notes.append(f"output widths kept (layers feeding the model's outputs): {listed}")
+            self.notes.append(f"output widths kept (layers feeding the model's outputs): {listed}")
         return pruner
 
     def _trace(self, declared: list[tuple[Any, int]]) -> tuple[GraphPruner, Any]:
@@ -192,8 +236,8 @@ class _Run:
                     scopes=self.roots.scopes,
                     frozen=self.frozen,
                     max_ratio=self.config.max_ratio,
-                    round_to=self.config.round_to,
-                    customized_pruners=self.ctx.pm.strategies.layer_pruners,
+                    round_to=self.round_to,
+                    customized_pruners=dict(self.ctx.layer_pruners),
                     unwrapped_parameters=declared,
                     root_module_types=self.roots.types,
                     forward_fn=forward_fn,
@@ -243,8 +287,11 @@ class _Run:
 
     # --- steps --------------------------------------------------------------------------------
 
-    def execute(self) -> None:
-        """Every step of the schedule, then corrections if the measured result falls short."""
+    def execute(self) -> float | None:
+        """Every step of the schedule, then corrections if the measured result falls short.
+
+        Returns the achieved channel reduction for ``channels`` targets (None otherwise: the report
+        measures MACs and parameters itself)."""
         steps, target = self.config.steps, self.config.target
         current = self.start
         for step in range(1, steps + 1):
@@ -252,9 +299,9 @@ class _Run:
             if self.ctx.on_step is not None:
                 self.ctx.on_step(step, steps, self.model)
         if self.kind == "channels":
-            self.ctx.achieved = 1 - current / self.start
-            self.ctx.notes.append(f"achieved channel reduction {self.ctx.achieved:.4f} (root layers' outputs)")
-            return
+            channels = 1 - current / self.start
+            self.notes.append(f"achieved channel reduction {channels:.4f} (root layers' outputs)")
+            return channels
         for attempt in range(MAX_CORRECTIONS):
             achieved = 1 - current / self.start
             if achieved >= target - TOLERANCE / 2:
@@ -262,12 +309,13 @@ class _Run:
             log.info("achieved %.4f of %s, target %.4f: correcting (%d)", achieved, self.kind, target, attempt + 1)
             current = self._step(steps, steps, target, current, check_final=False, label="correction")
         achieved = 1 - current / self.start
-        self.ctx.notes.append(f"achieved {self.kind} reduction {achieved:.4f} (target {target:.4f})")
+        self.notes.append(f"achieved {self.kind} reduction {achieved:.4f} (target {target:.4f})")
         if abs(achieved - target) > TOLERANCE:
             log.warning("structured pruning reached %.4f of %s, target %.4f", achieved, self.kind, target)
-            self.ctx.notes.append(
+            self.notes.append(
                 f"WARNING: {self.kind} reduction {achieved:.4f} is more than {TOLERANCE:.0%} away from the target"
             )
+        return None
 
     def _step(self, step: int, steps: int, goal: float, current: float, *, check_final: bool, label: str = "") -> float:
         """Prune one step so that ``goal`` of the starting metric is gone; returns the metric after."""
@@ -296,13 +344,13 @@ class _Run:
         name = label or f"step {step}/{steps}"
         ratios = self.roots.category_ratios(scale, self.config.max_ratio)
         detail = f" ({trials} estimates, estimated {1 - estimate / self.start:.4f})" if trials else ""
-        self.ctx.notes.append(
+        self.notes.append(
             f"{name}: scale {scale:.4f}, channel ratio per category {ratios}, {groups} groups pruned"
             f"{detail}, measured {self.kind} reduction {1 - after / self.start:.4f} in {seconds:.2f} s"
             if self.kind != "channels"
             else f"{name}: channel ratio per category {ratios}, {groups} groups pruned in {seconds:.2f} s"
         )
-        log.info(self.ctx.notes[-1])
+        log.info(self.notes[-1])
         return after
 
     def _choose_plan(self, step: int, steps: int, goal: float, current: float, check_final: bool) -> tuple[Plan, int, float]:

@@ -105,14 +105,13 @@ def _protect_plugin_modules(model: nn.Module, ctx: PruneContext, out: Protection
     """Freeze the modules plugins return from ``modprune_protected_modules`` (with everything inside)."""
     names = {id(m): n for n, m in model.named_modules()}
     by_category: dict[str, list[str]] = defaultdict(list)
-    for result in ctx.pm.hook.modprune_protected_modules(model=model):
-        for module in result or []:
-            if not isinstance(module, nn.Module) or id(module) not in names or id(module) in seen:
-                continue
-            seen.add(id(module))
-            out.frozen.append(module)
-            name = names[id(module)]
-            by_category[ctx.categories.modules.get(name, "other")].append(describe(name, module))
+    for module in ctx.protected_modules(model):
+        if not isinstance(module, nn.Module) or id(module) not in names or id(module) in seen:
+            continue
+        seen.add(id(module))
+        out.frozen.append(module)
+        name = names[id(module)]
+        by_category[ctx.categories.modules.get(name, "other")].append(describe(name, module))
     for category, items in sorted(by_category.items()):
         subject = "attention protected by plugins" if category == "attention" else (
             f"protected by plugins, category {category!r}")
@@ -151,7 +150,7 @@ def find_roots(model: nn.Module, config: PruneConfig, ctx: PruneContext, frozen:
     ``global``: one ranking over every category sharing the same ratio (all of them by default).
     """
     frozen_ids = {id(m) for f in frozen if isinstance(f, nn.Module) for m in f.modules()}
-    custom = tuple(t for t in ctx.pm.strategies.layer_pruners if isinstance(t, type))
+    custom = tuple(t for t in ctx.layer_pruners if isinstance(t, type))
     types = (tp.ops.TORCH_CONV, tp.ops.TORCH_LINEAR, tp.ops.TORCH_LSTM) + custom
     roots = Roots(types=types)
     for name, module in model.named_modules():

@@ -11,21 +11,21 @@ from __future__ import annotations
 
 import logging
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
 from modprune.config import PruneConfig
-from modprune.exceptions import ModpruneError, UnreachableTargetError
+from modprune.exceptions import ConfigError, ModpruneError, UnreachableTargetError
 from modprune.importance.base import WEIGHTS
 from modprune.measure.walk import effective_parameters
 from modprune.pruners.allocation import allocate
-from modprune.pruners.base import PruneContext, Pruner
+from modprune.pruners.base import PruneContext, PruneOutcome, PrunePlan, Pruner
 from modprune.pruners.masks import WeightMask, make_permanent, set_mask
 
-__all__ = ["UnstructuredPruner", "prunable_slots"]
+__all__ = ["UnstructuredOptions", "UnstructuredPlan", "UnstructuredPruner", "prunable_slots"]
 
 log = logging.getLogger(__name__)
 
@@ -157,38 +157,69 @@ class _Plan:
         return per_category, per_slot
 
 
+@dataclass(frozen=True)
+class UnstructuredOptions:
+    """``pruner_options`` of :class:`UnstructuredPruner`.
+
+    :param permanent: bake the zeros into the weights (True) or keep masks as parametrizations
+        that stay applied through fine-tuning (False).
+    """
+
+    permanent: bool = True
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.permanent, bool):
+            raise ConfigError(f"pruner_options permanent must be true or false, got {self.permanent!r}", self.permanent)
+
+
+@dataclass(frozen=True)
+class UnstructuredPlan(PrunePlan):
+    """The weights found at the start and the removals planned from their counts."""
+
+    slots: list[Slot] = field(default_factory=list)
+    total: int = 0
+    counts: _Plan | None = None
+
+
 class UnstructuredPruner(Pruner):
     """Zeroes the lowest-scoring weights until exactly ``target`` of the nonzero parameters are zero."""
 
     name = "unstructured"
     requires = WEIGHTS
     description = "zero individual weights (masks); smaller files, not faster dense inference"
+    target_kinds = ("nonzero",)
+    options_type = UnstructuredOptions
 
-    def check(self, model: nn.Module, config: PruneConfig, ctx: PruneContext) -> None:
-        """Raise :class:`UnreachableTargetError` if the target cannot be met; changes nothing."""
-        _Plan.make(*_walk(model, ctx, config), config)
-
-    def prune(self, model: nn.Module, config: PruneConfig, ctx: PruneContext) -> None:
+    def plan(self, model: nn.Module, config: PruneConfig, ctx: PruneContext) -> UnstructuredPlan:
+        """Walk the model once and plan every removal; raises :class:`UnreachableTargetError`."""
+        options = self.parse_options(config.pruner_options)
         slots, total = _walk(model, ctx, config)
-        plan = _Plan.make(slots, total, config)  # raises before anything changes
+        return UnstructuredPlan(config, options, slots, total, _Plan.make(slots, total, config))
+
+    def apply(self, model: nn.Module, plan: PrunePlan, ctx: PruneContext) -> PruneOutcome:
+        if not isinstance(plan, UnstructuredPlan) or plan.counts is None:
+            raise ModpruneError(f"unstructured pruner got a plan it did not make: {type(plan).__name__}", plan)
+        config, permanent, notes = plan.config, plan.options.permanent, []
+        slots, total = plan.slots, plan.total
         # Several steps (possibly with fine-tuning in between) keep masks until the end, so a
         # pruned weight cannot grow back; one permanent step writes the zeros directly.
-        use_masks = not config.permanent or config.steps > 1
+        use_masks = not permanent or config.steps > 1
         try:
             for step in range(1, config.steps + 1):
                 if step > 1:
                     slots, total = _walk(model, ctx, config)
-                if plan.final > 0:
+                if plan.counts.final > 0:
                     if ctx.importance.needs_gradients:
                         ctx.compute_gradients(model)
-                    self._step(model, slots, total, plan, config, ctx, step, use_masks)
+                    notes += self._step(model, slots, total, plan.counts, config, ctx, step, use_masks)
                 if ctx.on_step is not None:
                     ctx.on_step(step, config.steps, model)
-            if config.permanent:
+            if permanent:
                 make_permanent(model)
         finally:
             if ctx.importance.needs_gradients:
                 model.zero_grad(set_to_none=True)
+        return PruneOutcome(notes=tuple(notes))
 
     def _step(
         self,
@@ -200,7 +231,9 @@ class UnstructuredPruner(Pruner):
         ctx: PruneContext,
         step: int,
         use_masks: bool,
-    ) -> None:
+    ) -> list[str]:
+        """One step; returns notes for the report."""
+        notes: list[str] = []
         sctx = ctx.score_context(model)
         scores: dict[str, torch.Tensor] = {}
         alive: dict[str, torch.Tensor] = {}
@@ -231,13 +264,14 @@ class UnstructuredPruner(Pruner):
                         per_category, per_slot = plan.split(final + gained, config)
                         final += gained
                     except UnreachableTargetError:
-                        ctx.notes.append(f"{gained} parameters became nonzero during fine-tuning; no room to offset them")
+                        notes.append(f"{gained} parameters became nonzero during fine-tuning; no room to offset them")
             chosen = _choose(scores, removed, plan, config, step / config.steps, final, per_category, per_slot)
             by_name = {s.name: s for s in slots}
             for name, picked in chosen.items():
                 s = by_name[name]
                 keep = (alive[name] & ~picked).view_as(s.tensor)
                 _apply(s, keep, use_masks)
+        return notes
 
 
 def _choose(

@@ -63,7 +63,7 @@ def run_demo(out_dir: str | Path, settings: DemoSettings = FULL, *, say: Say | N
     from modprune.data import generate_dataset
     from modprune.evaluate.compare import CompareOptions, compare_models
     from modprune.evaluate.report import comparison_table, write_report
-    from modprune.integrations.ultralytics.trainer import finetune
+    from modprune.integrations.ultralytics.trainer import FinetuneOptions, finetune
     from modprune.integrations.ultralytics.validate import validate
     from modprune.report import category_table
 
@@ -81,8 +81,8 @@ def run_demo(out_dir: str | Path, settings: DemoSettings = FULL, *, say: Say | N
 
     _step(say, 2, total, f"training {s.model} from scratch: {s.train_epochs} epochs at {s.imgsz}px (CPU)")
     base = _build(s.model)
-    base = finetune(base, data, epochs=s.train_epochs, imgsz=s.imgsz, batch=s.batch, project_dir=out / "runs",
-                    name="base", seed=s.seed, keep_zeros=False)
+    base = finetune(base, data, FinetuneOptions(epochs=s.train_epochs, imgsz=s.imgsz, batch=s.batch,
+                                                project_dir=out / "runs", name="base", seed=s.seed, keep_zeros=False))
     save(base, out / "base.pt", metadata={"demo": asdict(s), "stage": "base"})
     metrics = {"base": validate(base, data, imgsz=s.imgsz)}
 
@@ -98,8 +98,9 @@ def run_demo(out_dir: str | Path, settings: DemoSettings = FULL, *, say: Say | N
     metrics["structured (no fine-tune)"] = validate(structured, data, imgsz=s.imgsz)
 
     _step(say, 5, total, f"fine-tuning the structured model {s.finetune_epochs} epochs with distillation from the base")
-    structured = finetune(structured, data, epochs=s.finetune_epochs, imgsz=s.imgsz, batch=s.batch,
-                          project_dir=out / "runs", name="structured-ft", teacher=base, seed=s.seed)
+    structured = finetune(structured, data, FinetuneOptions(epochs=s.finetune_epochs, imgsz=s.imgsz, batch=s.batch,
+                                                            project_dir=out / "runs", name="structured-ft", seed=s.seed),
+                          teacher=base)
     save(structured, out / "structured-finetuned.pt", metadata={"recipe": s.structured_recipe, "report_digest": st_report.digest()})
     metrics["structured-finetuned"] = validate(structured, data, imgsz=s.imgsz)
 

@@ -9,6 +9,7 @@ training epoch, ultralytics validation, save/load, and a two-step schedule.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import os
 
 import pytest
@@ -459,13 +460,13 @@ def test_pruned_forward_at_320_and_640_keeps_output_shapes(original, pruned):
 @pytest.mark.slow
 def test_pruned_model_trains_and_validates(pruned, tmp_path):
     from modprune.data import generate_dataset
-    from modprune.integrations.ultralytics.trainer import finetune
+    from modprune.integrations.ultralytics.trainer import FinetuneOptions, finetune
     from modprune.integrations.ultralytics.validate import validate
 
     model, _ = pruned
     data = generate_dataset(tmp_path / "data", n_train=8, n_val=4, imgsz=64)
-    tuned = finetune(model, data, epochs=1, imgsz=64, batch=4, project_dir=tmp_path / "runs",
-                     overrides={"warmup_epochs": 0, "nbs": 4})
+    tuned = finetune(model, data, FinetuneOptions(epochs=1, imgsz=64, batch=4, project_dir=tmp_path / "runs",
+                                                  overrides={"warmup_epochs": 0, "nbs": 4}))
     assert count_params(tuned) == count_params(model)
     old, new = model.state_dict(), tuned.state_dict()
     assert any(not torch.equal(old[k], new[k]) for k in old if old[k].is_floating_point())
@@ -492,7 +493,7 @@ def test_pruned_model_save_load_round_trip_is_exact(pruned, tmp_path):
 def test_recipe_in_two_steps(original):
     model = copy.deepcopy(original)
     steps = []
-    cfg = modprune.load_recipe(RECIPE).replace(steps=2)
+    cfg = dataclasses.replace(modprune.load_recipe(RECIPE), steps=2)
     report = modprune.prune(model, cfg, example_inputs=torch.zeros(1, 3, 128, 128),
                             on_step=lambda step, total, m: steps.append((step, total, count_params(m))))
     assert [s[:2] for s in steps] == [(1, 2), (2, 2)] and steps[0][2] > steps[1][2]

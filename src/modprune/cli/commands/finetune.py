@@ -32,7 +32,7 @@ def run(args: argparse.Namespace) -> int:
     from modprune.cli.common import check_output
     from modprune.data import check_dataset
     from modprune.exceptions import ConfigError, OutputPathError
-    from modprune.integrations.ultralytics.trainer import finetune
+    from modprune.integrations.ultralytics.trainer import FinetuneOptions, finetune
     from modprune.serialization import load, save
 
     if args.epochs < 1:
@@ -45,19 +45,17 @@ def run(args: argparse.Namespace) -> int:
     model = load(args.model, trust_pickle=args.trust_pickle).float()
     teacher = load(args.distill, trust_pickle=args.trust_pickle).float() if args.distill else None
     with tempfile.TemporaryDirectory(prefix="modprune-finetune-") as tmp:
-        tuned = finetune(
-            model,
-            args.data,
+        options = FinetuneOptions(
             epochs=args.epochs,
             imgsz=args.imgsz,
             batch=args.batch,
             project_dir=Path(args.runs_dir or tmp).resolve(),
-            teacher=teacher,
             distill_weight=args.distill_weight,
             keep_zeros=not args.no_keep_zeros,
             seed=args.seed,
             verbose=True,
         )
+        tuned = finetune(model, args.data, options, teacher=teacher)
     meta = {"finetune": {"data": str(args.data), "epochs": args.epochs, "imgsz": args.imgsz,
                          "distill": args.distill, "seed": args.seed}}
     save(tuned, out, metadata=meta, overwrite=args.force or not out.exists())

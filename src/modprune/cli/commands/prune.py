@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 
 from modprune.cli.common import add_model_args, check_output, example_input, load_model, same_file
@@ -26,7 +27,7 @@ def run(args: argparse.Namespace) -> int:
 
     config = api.load_recipe(args.recipe)
     if args.target is not None:
-        config = config.replace(target=args.target)
+        config = dataclasses.replace(config, target=args.target)
     out = check_output(args.output, [args.model], force=args.force)
     if args.report_json:
         if same_file(args.report_json, out):
@@ -35,7 +36,7 @@ def run(args: argparse.Namespace) -> int:
         check_output(args.report_json, [args.model], force=args.force)
     model = load_model(args)
     report = api.prune(model, config, example_inputs=example_input(args.imgsz))
-    meta = {"recipe": str(args.recipe), "config": config.to_dict(), "report_digest": report.digest()}
+    meta = {"recipe": str(args.recipe), "config": report.config, "report_digest": report.digest()}
     save(model, out, metadata=meta)
     if args.report_json:
         with atomic_path(args.report_json) as tmp:

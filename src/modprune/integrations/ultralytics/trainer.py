@@ -37,6 +37,8 @@ import copy
 import logging
 import math
 import os
+import types
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -58,6 +60,7 @@ __all__ = [
     "DetectionDistillationLoss",
     "output_distillation_loss",
     "zero_masks",
+    "FinetuneOptions",
     "finetune",
     "MODEL_PLACEHOLDER",
 ]
@@ -302,51 +305,19 @@ class BestStateKeeper:
         self.epoch = int(trainer.epoch)
 
 
-def finetune(
-    model: nn.Module,
-    data_yaml: str | os.PathLike[str],
-    *,
-    epochs: int,
-    imgsz: int,
-    batch: int = 16,
-    project_dir: str | os.PathLike[str],
-    name: str = "finetune",
-    teacher: nn.Module | None = None,
-    distill_weight: float = 1.0,
-    distill_temperature: float = 1.0,
-    masks: Mapping[str, torch.Tensor] | None = None,
-    keep_zeros: bool = True,
-    seed: int = 0,
-    workers: int = 0,
-    device: str = "cpu",
-    lr0: float | None = None,
-    optimizer: str = "auto",
-    amp: bool | str = False,
-    plots: bool = False,
-    overrides: Mapping[str, Any] | None = None,
-    offline: bool = True,
-    verbose: bool = False,
-) -> nn.Module:
-    """Fine-tune a (pruned) ultralytics ``DetectionModel`` on a YOLO dataset; return it in float32.
-
-    The caller's ``model`` is not modified: a copy is trained and returned (same architecture and
-    parameter count, the best epoch's EMA weights, eval mode, float32).
+@dataclass(frozen=True)
+class FinetuneOptions:
+    """How :func:`finetune` trains; validated at construction (:class:`~modprune.ConfigError`).
 
     Args:
-        model: The ultralytics ``DetectionModel`` to fine-tune (any pruned variant).
-        data_yaml: Dataset ``data.yaml`` (class count must match the model's head).
         epochs: Training epochs (>= 1).
-        imgsz: Training image size.
-        batch: Batch size (>= 2; BatchNorm needs more than one image).
+        imgsz: Training image size (>= 32).
         project_dir: Folder for ultralytics' run output (``project_dir/name``: weights, results.csv).
+        batch: Batch size (>= 2; BatchNorm needs more than one image).
         name: Run name inside ``project_dir``; an existing run of that name is overwritten.
-        teacher: Optional teacher ``DetectionModel`` (same classes, strides and reg_max) for output-level
-            distillation; it is not trained, but it is moved to ``device``, cast to float32 and put in
-            eval mode.
-        distill_weight: Weight of the distillation term (> 0).
+        distill_weight: Weight of the distillation term (> 0; used with a teacher).
         distill_temperature: Softening temperature of the distillation term (> 0).
-        masks: Explicit keep-masks ``{param_name: bool tensor}`` (False = hold at zero).
-        keep_zeros: Without ``masks``, hold every weight that is exactly zero now at zero
+        keep_zeros: Without explicit masks, hold every weight that is exactly zero now at zero
             (:func:`zero_masks`). Set False to let pruned weights regrow.
         seed: Training seed.
         workers: Dataloader workers (ultralytics uses 0 on CPU).
@@ -358,19 +329,109 @@ def finetune(
             ``yolo26n.pt`` (a network attempt); ``"bf16"`` skips the check. Ignored on CPU.
         plots: Let ultralytics save plots.
         overrides: Any other ultralytics training argument (e.g. ``{"close_mosaic": 2}``), except those
-            this function sets itself.
+            :func:`finetune` sets itself.
         offline: Call :func:`~modprune.integrations.ultralytics.offline.ensure_offline` first.
         verbose: Let ultralytics log its progress.
+    """
+
+    epochs: int
+    imgsz: int
+    project_dir: str | os.PathLike[str]
+    batch: int = 16
+    name: str = "finetune"
+    distill_weight: float = 1.0
+    distill_temperature: float = 1.0
+    keep_zeros: bool = True
+    seed: int = 0
+    workers: int = 0
+    device: str = "cpu"
+    lr0: float | None = None
+    optimizer: str = "auto"
+    amp: bool | str = False
+    plots: bool = False
+    overrides: Mapping[str, Any] = field(default_factory=dict)
+    offline: bool = True
+    verbose: bool = False
+
+    def __post_init__(self) -> None:
+        _check_finetune_args(epochs=self.epochs, imgsz=self.imgsz, batch=self.batch,
+                             distill_weight=self.distill_weight, distill_temperature=self.distill_temperature,
+                             seed=self.seed, workers=self.workers, name=self.name, overrides=self.overrides,
+                             lr0=self.lr0)
+        object.__setattr__(self, "overrides", types.MappingProxyType(dict(self.overrides or {})))
+
+    def train_args(self, data_yaml: Path) -> dict[str, Any]:
+        """ultralytics training arguments for ``data_yaml``."""
+        project = Path(self.project_dir).expanduser().resolve()  # absolute: ultralytics puts relative ones elsewhere
+        args = {
+            **dict(self.overrides),
+            "model": MODEL_PLACEHOLDER, "data": str(data_yaml), "epochs": int(self.epochs), "imgsz": int(self.imgsz),
+            "batch": int(self.batch), "seed": int(self.seed), "workers": int(self.workers), "device": str(self.device),
+            "project": str(project), "name": self.name, "exist_ok": True, "optimizer": self.optimizer,
+            "amp": self.amp, "plots": self.plots, "verbose": self.verbose, "pretrained": False,
+        }
+        if self.lr0 is not None:
+            args["lr0"] = float(self.lr0)
+        return args
+
+
+def finetune(
+    model: nn.Module,
+    data_yaml: str | os.PathLike[str],
+    options: FinetuneOptions,
+    *,
+    teacher: nn.Module | None = None,
+    masks: Mapping[str, torch.Tensor] | None = None,
+) -> nn.Module:
+    """Fine-tune a (pruned) ultralytics ``DetectionModel`` on a YOLO dataset; return it in float32.
+
+    The caller's ``model`` is not modified: a copy is trained and returned (same architecture and
+    parameter count, the best epoch's EMA weights, eval mode, float32).
+
+    Args:
+        model: The ultralytics ``DetectionModel`` to fine-tune (any pruned variant).
+        data_yaml: Dataset ``data.yaml`` (class count must match the model's head).
+        options: How to train (:class:`FinetuneOptions`).
+        teacher: Optional teacher ``DetectionModel`` (same classes, strides and reg_max) for output-level
+            distillation; it is not trained, but it is moved to the device, cast to float32 and put in
+            eval mode.
+        masks: Explicit keep-masks ``{param_name: bool tensor}`` (False = hold at zero).
 
     Raises:
         UnsupportedModelError: ``model`` or ``teacher`` is not an ultralytics detection model.
         ConfigError: an argument is invalid or the class counts disagree.
         DatasetError: the dataset is missing or malformed.
     """
+    if not isinstance(options, FinetuneOptions):
+        raise ConfigError(f"finetune() needs FinetuneOptions, got {type(options).__name__}", obj=options)
+    yaml_path = _check_inputs(model, data_yaml, teacher)
+    if options.offline:
+        from modprune.integrations.ultralytics.offline import ensure_offline  # noqa: PLC0415
+
+        ensure_offline()
+    work = copy.deepcopy(model).float()
+    work.criterion = None  # never reuse a criterion built for another model state
+    keep = _check_masks(work, masks) if masks is not None else (zero_masks(work) if options.keep_zeros else {})
+    n_params = sum(p.numel() for p in work.parameters())
+    best = BestStateKeeper()
+    with quiet_ultralytics(options.verbose):
+        trainer = PrunedModelTrainer(overrides=options.train_args(yaml_path), model=work)
+        if keep:
+            trainer.add_callback("on_pretrain_routine_end", MaskKeeper(keep))
+        if teacher is not None:
+            trainer.add_callback("on_pretrain_routine_end",
+                                 DistillationInstaller(teacher, options.distill_weight, options.distill_temperature))
+        trainer.add_callback("on_model_save", best)
+        trainer.train()
+    _load_best(work, trainer, best, keep, n_params)
+    LOG.info("fine-tuned %d epochs (best epoch %s); run saved under %s", options.epochs,
+             None if best.epoch is None else best.epoch + 1, trainer.save_dir)
+    return work
+
+
+def _check_inputs(model: nn.Module, data_yaml: str | os.PathLike[str], teacher: nn.Module | None) -> Path:
+    """The resolved dataset yaml, after checking the dataset and the model's and teacher's heads."""
     head = detect_head(model)
-    _check_finetune_args(epochs=epochs, imgsz=imgsz, batch=batch, distill_weight=distill_weight,
-                         distill_temperature=distill_temperature, seed=seed, workers=workers, name=name,
-                         overrides=overrides, lr0=lr0)
     from modprune.data import check_dataset  # noqa: PLC0415
 
     yaml_path = Path(data_yaml).expanduser().resolve()
@@ -384,34 +445,12 @@ def finetune(
             raise ConfigError(f"teacher head (nc={int(t_head.nc)}, reg_max={getattr(t_head, 'reg_max', None)}) does "
                               f"not match the student's (nc={int(head.nc)}, reg_max={getattr(head, 'reg_max', None)})",
                               obj=teacher)
-    if offline:
-        from modprune.integrations.ultralytics.offline import ensure_offline  # noqa: PLC0415
+    return yaml_path
 
-        ensure_offline()
-    project = Path(project_dir).expanduser().resolve()  # absolute: ultralytics puts relative ones elsewhere
-    work = copy.deepcopy(model).float()
-    work.criterion = None  # never reuse a criterion built for another model state
-    keep = _check_masks(work, masks) if masks is not None else (zero_masks(work) if keep_zeros else {})
-    n_params = sum(p.numel() for p in work.parameters())
-    args = {
-        **dict(overrides or {}),
-        "model": MODEL_PLACEHOLDER, "data": str(yaml_path), "epochs": int(epochs), "imgsz": int(imgsz),
-        "batch": int(batch), "seed": int(seed), "workers": int(workers), "device": str(device),
-        "project": str(project), "name": name, "exist_ok": True, "optimizer": optimizer, "amp": amp,
-        "plots": plots, "verbose": verbose, "pretrained": False,
-    }
-    if lr0 is not None:
-        args["lr0"] = float(lr0)
-    best = BestStateKeeper()
-    with quiet_ultralytics(verbose):
-        trainer = PrunedModelTrainer(overrides=args, model=work)
-        if keep:
-            trainer.add_callback("on_pretrain_routine_end", MaskKeeper(keep))
-        if teacher is not None:
-            trainer.add_callback("on_pretrain_routine_end",
-                                 DistillationInstaller(teacher, distill_weight, distill_temperature))
-        trainer.add_callback("on_model_save", best)
-        trainer.train()
+
+def _load_best(work: nn.Module, trainer: Any, best: BestStateKeeper, keep: Mapping[str, torch.Tensor],
+               n_params: int) -> None:
+    """Load the best epoch's float32 EMA weights into ``work`` (eval mode), masks re-applied."""
     state = best.state if best.state is not None else _state_from_checkpoint(Path(trainer.best), Path(trainer.last))
     work.criterion = None
     work.load_state_dict(state)
@@ -421,9 +460,6 @@ def finetune(
     if n_after != n_params:  # pragma: no cover - would mean ultralytics rebuilt the model
         raise ModpruneError(f"fine-tuning changed the parameter count ({n_params} -> {n_after}); please report "
                             "this with your ultralytics version", obj=n_after)
-    LOG.info("fine-tuned %d epochs (best epoch %s); run saved under %s", epochs,
-             None if best.epoch is None else best.epoch + 1, trainer.save_dir)
-    return work
 
 
 def _state_from_checkpoint(best: Path, last: Path) -> dict[str, torch.Tensor]:
@@ -467,5 +503,5 @@ def _check_finetune_args(*, epochs: Any, imgsz: Any, batch: Any, distill_weight:
                               obj=overrides)
         bad = sorted(set(overrides) & _RESERVED_ARGS)
         if bad:
-            raise ConfigError(f"overrides may not set {bad}: finetune() sets them; use its own parameters",
+            raise ConfigError(f"overrides may not set {bad}: finetune() sets them; use FinetuneOptions' fields",
                               obj=bad)
