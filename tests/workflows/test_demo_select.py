@@ -38,7 +38,7 @@ def test_without_plugin_demos_the_stock_demo_runs_with_builtin_recipes() -> None
     pm = manager()
     assert list(available_demos(pm)) == ["yolov8n"]
     chosen = select_demo(pm=pm)
-    assert chosen is STOCK_DEMO and chosen.model == "yolov8n.yaml"
+    assert chosen is STOCK_DEMO and chosen.model_name == "yolov8n_one_class"
     assert {chosen.unstructured_recipe, chosen.structured_recipe} <= set(pm.strategies.recipes.list())
     assert (chosen.full, chosen.quick) == (FULL, QUICK)
 
@@ -112,7 +112,7 @@ def test_cli_lists_and_selects_demos(monkeypatch: pytest.MonkeyPatch, capsys: py
     assert cli_main.main(["demo", "--list"]) == 0
     assert capsys.readouterr().out.splitlines() == [
         "alpha (default): model.yaml, recipes unstructured-10 and structured-30; first one",
-        f"yolov8n: yolov8n.yaml, recipes unstructured-10 and structured-30; {STOCK_DEMO.description}",
+        f"yolov8n: yolov8n_one_class, recipes unstructured-10 and structured-30; {STOCK_DEMO.description}",
     ]
     assert cli_main.main(["demo", "--demo", "gamma"]) == 2
     assert capsys.readouterr().err == "modprune: error: unknown demo 'gamma'; valid demos: alpha, yolov8n\n"

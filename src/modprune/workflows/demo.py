@@ -114,14 +114,24 @@ class DemoSpec:
         return self.model if isinstance(self.model, str) else getattr(self.model, "__name__", repr(self.model))
 
 
+def yolov8n_one_class() -> nn.Module:
+    """A fresh ultralytics YOLOv8n built from its bundled yaml with one class (the synthetic data's)."""
+    from modprune.integrations.ultralytics.offline import ensure_offline
+
+    ensure_offline()  # before ultralytics is imported
+    from ultralytics.nn.tasks import DetectionModel
+
+    return DetectionModel("yolov8n.yaml", nc=1, verbose=False).float()
+
+
 #: The demo run when no plugin offers one: a stock ultralytics YOLOv8n with built-in recipes.
 STOCK_DEMO = DemoSpec(
     name="yolov8n",
-    model="yolov8n.yaml",
+    model=yolov8n_one_class,
     unstructured_recipe="unstructured-10",
     structured_recipe="structured-30",
     title="modprune demo: YOLOv8n",
-    description="stock ultralytics YOLOv8n (from its yaml) with the built-in recipes",
+    description="stock ultralytics YOLOv8n (from its yaml, one class) with the built-in recipes",
 )
 
 
@@ -220,11 +230,11 @@ def _make_data(run: _Run) -> None:
 
 
 def _train_base(run: _Run) -> None:
-    from modprune.integrations.ultralytics.trainer import finetune
-
     s, out = run.s, run.out
     run.step(2, f"training {run.spec.model_name} from scratch: {s.train_epochs} epochs at {s.imgsz}px (CPU)")
     base = _build(run.spec)
+    from modprune.integrations.ultralytics.trainer import finetune  # imports ultralytics: after the build
+
     base = finetune(base, run.data, epochs=s.train_epochs, imgsz=s.imgsz, batch=s.batch, project_dir=out / "runs",
                     name="base", seed=s.seed, keep_zeros=False)
     save(base, out / "base.pt", metadata={"demo": _settings_record(run), "stage": "base"})
