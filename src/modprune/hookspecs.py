@@ -19,11 +19,13 @@ if TYPE_CHECKING:  # pragma: no cover
 
     from torch import nn
 
+    from modprune.cli.plugin_commands import Command
     from modprune.config import PruneConfig
     from modprune.detectors.base import Detector
     from modprune.importance.base import Importance
     from modprune.pruners.base import Pruner
     from modprune.recipes import Recipe
+    from modprune.workflows.demo import DemoSpec
 
 PROJECT_NAME = "modprune"
 
@@ -149,3 +151,30 @@ def modprune_unwrapped_parameters(model: nn.Module) -> list[tuple[Any, int]]:
 @hookspec
 def modprune_finalize_model(model: nn.Module) -> None:
     """Update module attributes after structured pruning (e.g. stored split sizes, widths)."""
+
+
+# --- Phase 5: the command line (collected on demand, not when a plugin manager is built) -----
+
+
+@hookspec
+def modprune_register_commands() -> list[Command]:
+    """Add subcommands to the ``modprune`` command line.
+
+    Collected when the CLI builds its parser (so keep it cheap: import heavy packages inside the
+    command's ``run``). A command whose name is already taken (a built-in or an earlier plugin's) is
+    skipped with a warning; so is a plugin whose hook or ``add_arguments`` raises.
+
+    :return: a list of :class:`modprune.cli.Command` (name, help, ``add_arguments(parser)``,
+        ``run(args) -> int``).
+    """
+
+
+@hookspec
+def modprune_register_demos() -> list[DemoSpec]:
+    """Offer a model and recipes for ``modprune demo`` (selected with ``--demo NAME``).
+
+    The first demo registered (plugin order) is the default; modprune's stock demo (an ultralytics
+    yolov8n with built-in recipes) comes after every plugin's. A name already offered is skipped.
+
+    :return: a list of :class:`modprune.workflows.DemoSpec`.
+    """

@@ -194,6 +194,22 @@ class ModpruneManager(pluggy.PluginManager):
                     safe.append(c)
         return safe
 
+    def collect(self, hook_name: str, expected: type) -> list[tuple[str, Any]]:
+        """``(plugin name, item)`` for every item returned by the collection hook ``hook_name``, in
+        plugin order, for hooks collected on demand (e.g. CLI commands, demos) rather than into the
+        strategy registries. Implementations that raise, and items that are not ``expected``
+        instances, are skipped with a warning naming the plugin (an error under ``strict``)."""
+        found: list[tuple[str, Any]] = []
+        for plugin_name, items in self._results(hook_name):
+            for item in items:
+                if isinstance(item, expected):
+                    found.append((plugin_name, item))
+                else:
+                    self._fail(plugin_name, ModpruneError(
+                        f"plugin {plugin_name!r}: {hook_name} returned {item!r}, not a {expected.__name__}",
+                        obj=plugin_name))
+        return found
+
     def _fail(self, plugin_name: str, error: ModpruneError) -> None:
         """Raise ``error`` for built-in plugins or under ``strict``; else warn and skip the item."""
         info = self.plugin_info.get(plugin_name)

@@ -134,6 +134,21 @@ class Calls:
         self.called.append("modprune_finalize_model")
         model.finalized = True  # type: ignore[attr-defined]
 
+    @hookimpl
+    def modprune_register_commands(self) -> list[Any]:
+        from modprune.cli import Command
+
+        self.called.append("modprune_register_commands")
+        return [Command("calls-command", "a command from a plugin", run=lambda args: len(args.words),
+                        add_arguments=lambda parser: parser.add_argument("words", nargs="*"))]
+
+    @hookimpl
+    def modprune_register_demos(self) -> list[Any]:
+        from modprune.workflows import DemoSpec
+
+        self.called.append("modprune_register_demos")
+        return [DemoSpec("calls-demo", "calls.yaml", unstructured_recipe="calls-recipe", structured_recipe="s")]
+
 
 class _Ones(Importance):
     name = "calls_ones"
@@ -249,6 +264,20 @@ def _ex_finalize_model(pm: ModpruneManager, plugin: Calls, tmp_path: Path) -> No
     assert model.finalized
 
 
+def _ex_commands(pm: ModpruneManager, plugin: Calls, tmp_path: Path) -> None:
+    from modprune.cli.main import build_parser
+
+    args = build_parser(pm).parse_args(["calls-command", "a", "b"])
+    assert args.func(args) == 2
+
+
+def _ex_demos(pm: ModpruneManager, plugin: Calls, tmp_path: Path) -> None:
+    from modprune.workflows.demo import select_demo
+
+    demo = select_demo(pm=pm)
+    assert (demo.name, demo.model, demo.unstructured_recipe) == ("calls-demo", "calls.yaml", "calls-recipe")
+
+
 HOOK_EXERCISES: dict[str, Callable[[ModpruneManager, Calls, Path], None]] = {
     "modprune_register_detectors": _ex_detectors,
     "modprune_register_importances": _ex_importances,
@@ -262,6 +291,8 @@ HOOK_EXERCISES: dict[str, Callable[[ModpruneManager, Calls, Path], None]] = {
     "modprune_protected_modules": _ex_protected_modules,
     "modprune_unwrapped_parameters": _ex_unwrapped_parameters,
     "modprune_finalize_model": _ex_finalize_model,
+    "modprune_register_commands": _ex_commands,
+    "modprune_register_demos": _ex_demos,
 }
 
 

@@ -1,5 +1,6 @@
 """The ``modprune`` command line. Each subcommand lives in its own module under ``commands/``."""
 
 from modprune.cli.main import main
+from modprune.cli.plugin_commands import Command
 
-__all__ = ["main"]
+__all__ = ["Command", "main"]

@@ -9,13 +9,16 @@ from __future__ import annotations
 import argparse
 import importlib
 import importlib.util
+import itertools
 import logging
 import pkgutil
 import re
 import sys
 from typing import Sequence
 
+from modprune.cli.plugin_commands import add_plugin_commands, remove_subparser
 from modprune.exceptions import ModpruneError
+from modprune.plugins import ModpruneManager, resolve
 
 __all__ = ["main", "build_parser", "COMMANDS"]
 
@@ -31,10 +34,11 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"modprune: error: {message} (see --help)\n")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(pm: ModpruneManager | None = None) -> argparse.ArgumentParser:
+    """The ``modprune`` parser: the built-in commands, then those of the plugins in ``pm`` (default:
+    the default plugin manager, built here on first use and reused by the command)."""
     parser = _Parser(prog="modprune", description="Prune PyTorch detection models.")
-    parser.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
-    parser.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors")
+    _add_global_args(parser)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
     for name in _command_modules():
@@ -42,13 +46,28 @@ def build_parser() -> argparse.ArgumentParser:
             importlib.import_module(f"modprune.cli.commands.{name}").add_parser(sub)
         except Exception as exc:  # one broken command must not take the others down
             _add_broken(sub, name, exc)
+    add_plugin_commands(sub, resolve(pm))
     return parser
+
+
+def _add_global_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
+    parser.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors")
+
+
+def _configure_logging(argv: Sequence[str]) -> None:
+    """Set up logging from the global options before anything (plugin loading included) logs."""
+    leading = list(itertools.takewhile(lambda a: a.startswith("-"), argv))
+    pre = argparse.ArgumentParser(add_help=False)
+    _add_global_args(pre)
+    args, _ = pre.parse_known_args(leading)
+    level = logging.DEBUG if args.debug else logging.WARNING if args.quiet else logging.INFO
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
 
 
 def _add_broken(sub: argparse._SubParsersAction, name: str, error: Exception) -> None:
     """A stand-in for a command whose module failed to import: running it reports the failure."""
-    if name in sub.choices:  # the module failed after adding its parser
-        del sub.choices[name]
+    remove_subparser(sub, name)  # the module may have failed after adding its parser
     p = sub.add_parser(name, help=f"(unavailable: {type(error).__name__})", add_help=False)
     p.add_argument("rest", nargs=argparse.REMAINDER)
 
@@ -74,10 +93,10 @@ def _offline_ultralytics() -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    _configure_logging(argv)
     parser = build_parser()
     args = parser.parse_args(argv)
-    level = logging.DEBUG if args.debug else logging.WARNING if args.quiet else logging.INFO
-    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     _offline_ultralytics()
     try:
         return int(args.func(args) or 0)

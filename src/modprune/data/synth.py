@@ -146,30 +146,42 @@ def generate_dataset(
     root = Path(out_dir).expanduser().resolve()
     _prepare_out_dir(root, overwrite)
     counts = {"train": n_train, "val": n_val}
-    n_objects = {}
-    for split_id, split in enumerate(_SPLITS):
-        img_dir, lbl_dir = root / "images" / split, root / "labels" / split
-        img_dir.mkdir(parents=True, exist_ok=True)
-        lbl_dir.mkdir(parents=True, exist_ok=True)
-        n_objects[split] = 0
-        for i in range(counts[split]):
-            rng = np.random.default_rng(np.random.SeedSequence([seed, split_id, i]))
-            image, boxes = _render_image(rng, params)
-            stem = f"{i:06d}"
-            _write_image(image, img_dir / f"{stem}.{image_format}", image_format)
-            (lbl_dir / f"{stem}.txt").write_text(_format_labels(boxes, imgsz), encoding="utf-8")
-            n_objects[split] += len(boxes)
+    n_objects = {split: _write_split(root, split_id, split, counts[split], seed, params, image_format)
+                 for split_id, split in enumerate(_SPLITS)}
+    data_yaml = _write_data_yaml(root, class_names)
+    LOG.info("synthetic dataset in %s: %d train / %d val images, %d / %d objects", root, n_train, n_val,
+             n_objects["train"], n_objects["val"])
+    return data_yaml
+
+
+def _write_split(root: Path, split_id: int, split: str, count: int, seed: int, params: _Params,
+                 image_format: str) -> int:
+    """Render and write the ``count`` images and label files of one split; return its number of objects."""
+    img_dir, lbl_dir = root / "images" / split, root / "labels" / split
+    img_dir.mkdir(parents=True, exist_ok=True)
+    lbl_dir.mkdir(parents=True, exist_ok=True)
+    n_objects = 0
+    for i in range(count):
+        rng = np.random.default_rng(np.random.SeedSequence([seed, split_id, i]))
+        image, boxes = _render_image(rng, params)
+        stem = f"{i:06d}"
+        _write_image(image, img_dir / f"{stem}.{image_format}", image_format)
+        (lbl_dir / f"{stem}.txt").write_text(_format_labels(boxes, params.imgsz), encoding="utf-8")
+        n_objects += len(boxes)
+    return n_objects
+
+
+def _write_data_yaml(root: Path, class_names: Sequence[str]) -> Path:
+    """Write the dataset's ``data.yaml`` (atomically) and return its path."""
     data_yaml = root / "data.yaml"
     content = {
         "path": str(root),
         "train": "images/train",
         "val": "images/val",
-        "nc": n_classes,
+        "nc": len(class_names),
         "names": {i: n for i, n in enumerate(class_names)},
     }
     _atomic_write_text(data_yaml, yaml.safe_dump(content, sort_keys=False))
-    LOG.info("synthetic dataset in %s: %d train / %d val images, %d / %d objects", root, n_train, n_val,
-             n_objects["train"], n_objects["val"])
     return data_yaml
 
 

@@ -82,26 +82,10 @@ def export_onnx(
     out = Path(path).expanduser()
     m = prepare_for_export(model)
     dummy = torch.zeros(batch, channels, *hw)
+    tmp = _temp_beside(out)
     try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
-        os.close(fd)
-    except OSError as e:
-        raise OutputPathError(f"cannot write {str(out)!r} ({e}); choose a writable path", obj=out) from e
-    try:
-        with torch.no_grad():
-            n_out = len(tensors_of(m(dummy)))
-        output_names = ["output0"] if n_out == 1 else [f"output{i}" for i in range(n_out)]
-        dynamic_axes = {input_name: {0: "batch"}, **{o: {0: "batch"} for o in output_names}} if dynamic_batch else None
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", DeprecationWarning)  # the TorchScript exporter, on purpose
-                warnings.simplefilter("ignore", torch.jit.TracerWarning)  # shape checks traced as constants
-                torch.onnx.export(m, (dummy,), tmp, dynamo=False, opset_version=opset, input_names=[input_name],
-                                  output_names=output_names, dynamic_axes=dynamic_axes, do_constant_folding=True)
-        except Exception as e:  # the exporter raises many types; report them as one modprune error
-            raise UnsupportedModelError(f"torch.onnx.export failed for {type(model).__name__}: "
-                                        f"{type(e).__name__}: {e}", obj=model) from e
+        _trace_to_onnx(m, dummy, tmp, opset=opset, input_name=input_name, dynamic_batch=dynamic_batch,
+                       original=model)
         if check:
             import onnx  # noqa: PLC0415
 
@@ -111,6 +95,39 @@ def export_onnx(
         Path(tmp).unlink(missing_ok=True)
     LOG.info("exported %s to %s (opset %d, input %s)", type(model).__name__, out, opset, tuple(dummy.shape))
     return out
+
+
+def _temp_beside(out: Path) -> str:
+    """An empty temporary file in ``out``'s folder (created if missing), to be renamed onto ``out``."""
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
+        os.close(fd)
+    except OSError as e:
+        raise OutputPathError(f"cannot write {str(out)!r} ({e}); choose a writable path", obj=out) from e
+    return tmp
+
+
+def _trace_to_onnx(m: nn.Module, dummy: torch.Tensor, tmp: str, *, opset: int, input_name: str,
+                   dynamic_batch: bool, original: nn.Module) -> None:
+    """Run the TorchScript ONNX exporter on the prepared copy ``m`` into ``tmp``.
+
+    Outputs are named ``output0``, ``output1``...; exporter failures become one UnsupportedModelError
+    about ``original`` (the caller's model).
+    """
+    with torch.no_grad():
+        n_out = len(tensors_of(m(dummy)))
+    output_names = ["output0"] if n_out == 1 else [f"output{i}" for i in range(n_out)]
+    dynamic_axes = {input_name: {0: "batch"}, **{o: {0: "batch"} for o in output_names}} if dynamic_batch else None
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)  # the TorchScript exporter, on purpose
+            warnings.simplefilter("ignore", torch.jit.TracerWarning)  # shape checks traced as constants
+            torch.onnx.export(m, (dummy,), tmp, dynamo=False, opset_version=opset, input_names=[input_name],
+                              output_names=output_names, dynamic_axes=dynamic_axes, do_constant_folding=True)
+    except Exception as e:  # the exporter raises many types; report them as one modprune error
+        raise UnsupportedModelError(f"torch.onnx.export failed for {type(original).__name__}: {type(e).__name__}: {e}",
+                                    obj=original) from e
 
 
 def ort_session(path: str | os.PathLike[str], threads: int = 1, *, providers: Sequence[str] | None = None) -> Any:

@@ -110,15 +110,37 @@ def measure_latency(
     _check_args(models, warmup, rounds, threads, baseline)
     names = list(models)
     base = baseline or names[0]
-    old_threads = torch.get_num_threads()
-    n_threads = threads or old_threads
+    n_threads = threads or torch.get_num_threads()
     runners, restores = {}, []
     for name in names:
         run, restore = _runner(models[name], (inputs or {}).get(name, example_input))
         runners[name] = run
         restores.append(restore)
-    sync = _sync_fn(example_input)
+    try:
+        times = _timed_rounds(runners, warmup, rounds, n_threads, _sync_fn(example_input), timer)
+    finally:
+        for restore in restores:
+            restore()
+    result: dict[str, Any] = {"threads": n_threads, "warmup": warmup, "rounds": rounds, "baseline": base,
+                              "order": "rotating", **_summarise(times, base)}
+    LOG.info("latency (%d threads, %d rounds): %s", n_threads, rounds,
+             ", ".join(f"{n} {result['models'][n]['median_ms']:.2f} ms" for n in names))
+    return result
+
+
+def _timed_rounds(
+    runners: Mapping[str, Callable[[], Any]],
+    warmup: int,
+    rounds: int,
+    n_threads: int,
+    sync: Callable[[], None],
+    timer: Callable[[], float],
+) -> dict[str, np.ndarray]:
+    """Warm every runner up, then time ``rounds`` rounds of one call each, in rotating order, with
+    ``n_threads`` torch threads and the garbage collector off (both restored afterwards)."""
+    names = list(runners)
     times = {name: np.empty(rounds, dtype=np.float64) for name in names}
+    old_threads = torch.get_num_threads()
     gc_was_enabled = gc.isenabled()
     try:
         torch.set_num_threads(n_threads)
@@ -140,24 +162,24 @@ def measure_latency(
         if gc_was_enabled:
             gc.enable()
         torch.set_num_threads(old_threads)
-        for restore in restores:
-            restore()
-    result: dict[str, Any] = {"threads": n_threads, "warmup": warmup, "rounds": rounds, "baseline": base,
-                              "order": "rotating", "models": {}, "ratios": {}}
-    for name in names:
-        ms = times[name] * 1e3
+    return times
+
+
+def _summarise(times: Mapping[str, np.ndarray], base: str) -> dict[str, Any]:
+    """``{"models": per-model stats in ms and fps, "ratios": per-round ratios to ``base``}``."""
+    models: dict[str, Any] = {}
+    ratios: dict[str, Any] = {}
+    for name, seconds in times.items():
+        ms = seconds * 1e3
         stats = {f"{k}_ms": v for k, v in spread_stats(ms).items()}
         stats["fps"] = 1e3 / stats["median_ms"] if stats["median_ms"] > 0 else float("inf")
         stats["samples_ms"] = ms.tolist()
-        result["models"][name] = stats
-    for name in names:
-        if name == base:
-            continue
-        ratio = times[name] / np.maximum(times[base], 1e-12)
-        result["ratios"][name] = {**spread_stats(ratio), "samples": ratio.tolist()}
-    LOG.info("latency (%d threads, %d rounds): %s", n_threads, rounds,
-             ", ".join(f"{n} {result['models'][n]['median_ms']:.2f} ms" for n in names))
-    return result
+        models[name] = stats
+    for name, seconds in times.items():
+        if name != base:
+            ratio = seconds / np.maximum(times[base], 1e-12)
+            ratios[name] = {**spread_stats(ratio), "samples": ratio.tolist()}
+    return {"models": models, "ratios": ratios}
 
 
 def verdict(ratio_stats: Mapping[str, float], *, low: str = "p10", high: str = "p90") -> str:

@@ -16,13 +16,16 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from torch import nn
 
 from modprune import Detector, Recipe, hookimpl
 from modprune.detectors import BLOCK_PRIORITY, HEAD_PRIORITY
 from modprune.recipes import recipe_from_file
+
+if TYPE_CHECKING:  # pragma: no cover
+    from modprune.workflows import DemoSpec
 
 from modprune_tokenc3_lsnet.structured_hooks import (  # noqa: F401 - hook implementations
     modprune_finalize_model,
@@ -101,6 +104,29 @@ def modprune_register_detectors() -> list[Detector]:
 @hookimpl
 def modprune_register_recipes() -> list[Recipe]:
     return [recipe_from_file(p) for p in sorted(_RECIPES.glob("*.yaml"))]
+
+
+#: The demo ``modprune demo`` runs by default when this plugin is installed.
+DEMO_NAME = "tokenc3-lsnet-n"
+
+
+@hookimpl
+def modprune_register_demos() -> list[DemoSpec]:
+    """TokenC3-LSNet-n from its shipped yaml, the seed's unstructured recipe and the structured one."""
+    from modprune.workflows import DemoSpec
+
+    return [
+        DemoSpec(
+            name=DEMO_NAME,
+            model="yolov13n_lsnet_p2_simple.yaml",
+            unstructured_recipe="tokenc3-lsnet-seed",
+            structured_recipe="tokenc3-lsnet-structured",
+            title="modprune demo: TokenC3-LSNet-n",
+            description="the user's TokenC3-LSNet-n: the seed's unstructured design vs structured pruning",
+            unstructured_label="seed-unstructured",
+            unstructured_note="the seed's unstructured design",
+        )
+    ]
 
 
 @hookimpl

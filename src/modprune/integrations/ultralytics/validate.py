@@ -107,24 +107,51 @@ def validate(
     """
     head = detect_head(model)
     _check_args(imgsz=imgsz, batch=batch, iou=iou, conf=conf, split=split, workers=workers)
-    yaml_path = Path(data_yaml).expanduser().resolve()
-    from modprune.data import check_dataset  # noqa: PLC0415
-
-    summary = check_dataset(yaml_path)
-    if int(head.nc) != summary.nc:
-        raise ConfigError(f"the model predicts {int(head.nc)} classes but {str(yaml_path)!r} has {summary.nc}; "
-                          "use the dataset the model was built for", obj=head.nc)
+    yaml_path = _checked_dataset(data_yaml, int(head.nc))
     if offline:
         from modprune.integrations.ultralytics.offline import ensure_offline  # noqa: PLC0415
 
         ensure_offline()
-    from ultralytics.models.yolo.detect import DetectionValidator  # noqa: PLC0415
-
     args = {
         "data": str(yaml_path), "imgsz": int(imgsz), "batch": int(batch), "device": str(device), "split": split,
         "conf": conf, "iou": float(iou), "workers": int(workers), "plots": False, "save_json": False,
         "save_txt": False, "verbose": verbose, "mode": "val", "task": "detect",
     }
+    stats, speed = _run_validator(model, args, save_dir=save_dir, verbose=verbose, yaml_path=yaml_path)
+    result: dict[str, Any] = {ours: float(stats[theirs]) for ours, theirs in METRIC_KEYS.items()}
+    result["fitness"] = float(stats.get("fitness", 0.0))
+    result["speed_ms"] = {k: float(v) for k, v in speed.items()}
+    LOG.info("validation on %s (%s, imgsz %d): mAP50 %.4f, mAP50-95 %.4f", yaml_path.name, split, imgsz,
+             result["mAP50"], result["mAP50-95"])
+    return result
+
+
+def _checked_dataset(data_yaml: str | os.PathLike[str], nc: int) -> Path:
+    """The dataset's resolved ``data.yaml`` path, after checking it and that it has ``nc`` classes."""
+    yaml_path = Path(data_yaml).expanduser().resolve()
+    from modprune.data import check_dataset  # noqa: PLC0415
+
+    summary = check_dataset(yaml_path)
+    if nc != summary.nc:
+        raise ConfigError(f"the model predicts {nc} classes but {str(yaml_path)!r} has {summary.nc}; "
+                          "use the dataset the model was built for", obj=nc)
+    return yaml_path
+
+
+def _run_validator(
+    model: nn.Module,
+    args: dict[str, Any],
+    *,
+    save_dir: str | os.PathLike[str] | None,
+    verbose: bool,
+    yaml_path: Path,
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """ultralytics' ``DetectionValidator`` on ``model``: (its stats dict, its per-image speed dict).
+
+    Writes into ``save_dir``, or a temporary directory removed afterwards; restores the model's mode.
+    """
+    from ultralytics.models.yolo.detect import DetectionValidator  # noqa: PLC0415
+
     with contextlib.ExitStack() as stack:
         out = Path(save_dir).expanduser().resolve() if save_dir is not None else Path(
             stack.enter_context(tempfile.TemporaryDirectory(prefix="modprune-val-")))
@@ -139,12 +166,7 @@ def validate(
             raise
         finally:
             model.train(was_training)
-    result: dict[str, Any] = {ours: float(stats[theirs]) for ours, theirs in METRIC_KEYS.items()}
-    result["fitness"] = float(stats.get("fitness", 0.0))
-    result["speed_ms"] = {k: float(v) for k, v in validator.speed.items()}
-    LOG.info("validation on %s (%s, imgsz %d): mAP50 %.4f, mAP50-95 %.4f", yaml_path.name, split, imgsz,
-             result["mAP50"], result["mAP50-95"])
-    return result
+    return stats, validator.speed
 
 
 def _check_args(*, imgsz: Any, batch: Any, iou: Any, conf: Any, split: Any, workers: Any) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import argparse
+
 import torch
 from torch import nn
 
@@ -58,3 +60,24 @@ def modprune_register_detectors() -> list[modprune.Detector]:
 @modprune.hookimpl
 def modprune_register_safe_globals() -> list[type]:
     return [SqueezeExcite]
+
+
+def _se_blocks_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("model", help="a model file modprune can load")
+
+
+def _se_blocks(args: argparse.Namespace) -> int:
+    model = modprune.load(args.model)
+    blocks = [(name, m.fc2.out_channels) for name, m in model.named_modules() if isinstance(m, SqueezeExcite)]
+    for name, channels in blocks:
+        print(f"{name}: {channels} channels")
+    print(f"{len(blocks)} squeeze-excite blocks")
+    return 0
+
+
+@modprune.hookimpl
+def modprune_register_commands() -> list[modprune.cli.Command]:
+    from modprune.cli import Command
+
+    return [Command("se-blocks", "list a model's squeeze-excite blocks (test plugin)", run=_se_blocks,
+                    add_arguments=_se_blocks_arguments)]
