@@ -88,6 +88,18 @@ def modprune_register_safe_globals() -> list[type]:
     """
 
 
+@hookspec
+def modprune_register_model_modules() -> list[type]:
+    """Register the module classes an ultralytics-style model yaml may name.
+
+    modprune validates every model yaml before a parser sees it (:mod:`modprune.model_yaml`): a layer's
+    ``module`` must be ``nn.<torch layer>`` or the ``__name__`` of a class registered here. Register only
+    classes whose constructors build layers from their arguments (no file reads, downloads or ``eval``).
+
+    :return: a list of ``nn.Module`` subclasses, named in yamls by their ``__name__``.
+    """
+
+
 # --- Phase 2: loading and saving models ------------------------------------------------------
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import json
+import logging
 import pickletools
 import re
 import sys
@@ -24,12 +25,14 @@ from typing import Any
 
 from torch import nn
 
-from modprune.exceptions import ModelLoadError, UnsafeCheckpointError
+from modprune.exceptions import ModelLoadError
+from modprune.safe_pickle import UnsafePickleError
 
 __all__ = ["MANIFEST_NAME", "declared_classes", "write_manifest"]
 
 MANIFEST_NAME = "modprune.json"
 _MANIFEST_VERSION = 1
+log = logging.getLogger(__name__)
 _MAX_MANIFEST_BYTES = 1 << 20
 _ENTRY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*:[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*")
 
@@ -71,8 +74,8 @@ def write_manifest(path: Path) -> None:
 def declared_classes(archive: zipfile.ZipFile, path: Path) -> list[type]:
     """The classes a modprune file's manifest declares, resolved; [] for files without one.
 
-    :raises UnsafeCheckpointError: the manifest names something that is not an installed ``nn.Module`` class.
-    :raises ModelLoadError: the manifest is malformed, or a listed package is not installed.
+    :raises UnsafePickleError: an entry is in the standard library or is not an ``nn.Module`` class.
+    :raises ModelLoadError: the manifest is malformed.
     """
     record = _pickle_record(archive)
     name = f"{record.rsplit('/', 1)[0]}/{MANIFEST_NAME}" if record else None
@@ -87,44 +90,34 @@ def declared_classes(archive: zipfile.ZipFile, path: Path) -> list[type]:
     entries = manifest.get("classes") if isinstance(manifest, dict) else None
     if not isinstance(entries, list) or not all(isinstance(e, str) and _ENTRY.fullmatch(e) for e in entries):
         raise ModelLoadError(f"{str(path)!r} has a malformed class manifest ({MANIFEST_NAME})", str(path))
-    return [_resolve(entry, path) for entry in entries]
+    return [cls for cls in (_resolve(entry, path) for entry in entries) if cls is not None]
 
 
 def _import(module_name: str, entry: str, path: Path) -> Any:
+    """The module of a manifest entry; None when it is not installed or fails to import (the unpickler
+    then refuses the class, and ``trust_pickle`` remains the way to load the file)."""
     if module_name in sys.modules:
         return sys.modules[module_name]
     top = module_name.split(".")[0]
-    if top in sys.stdlib_module_names or top == "__main__":
-        raise UnsafeCheckpointError(
-            f"{str(path)!r} declares {entry}, from the standard library, which is no model class; "
-            "if you trust its source, pass trust_pickle=True (CLI: --trust-pickle)",
-            str(path),
-        )
+    if top in sys.stdlib_module_names or top == "__main__":  # never imported: no model classes, side effects
+        raise UnsafePickleError(f"the manifest entry {entry} (a standard-library module)", entry)
     try:
-        found = importlib.util.find_spec(module_name) is not None
-    except (ImportError, ValueError):
-        found = False
-    if not found:
-        raise ModelLoadError(
-            f"{str(path)!r} needs the class {entry}, but module {module_name!r} is not installed", str(path)
-        )
-    try:
+        if importlib.util.find_spec(module_name) is None:
+            log.info("%s: manifest class %s: module %r is not installed", path, entry, module_name)
+            return None
         return importlib.import_module(module_name)
-    except Exception as exc:  # an installed package failing at import: report it, do not crash
-        raise ModelLoadError(
-            f"{str(path)!r} needs {entry}, but importing {module_name!r} failed: {type(exc).__name__}", str(path)
-        ) from None
+    except Exception as exc:  # an installed package failing at import: the class stays refused
+        log.info("%s: manifest class %s: importing %r failed: %s", path, entry, module_name, type(exc).__name__)
+        return None
 
 
-def _resolve(entry: str, path: Path) -> type:
+def _resolve(entry: str, path: Path) -> type | None:
     module_name, qualname = entry.split(":")
     obj: Any = _import(module_name, entry, path)
+    if obj is None:
+        return None
     for part in qualname.split("."):
         obj = vars(obj).get(part) if hasattr(obj, "__dict__") else None  # no module __getattr__
     if not (isinstance(obj, type) and issubclass(obj, nn.Module)):
-        raise UnsafeCheckpointError(
-            f"{str(path)!r} declares {entry}, which is not an nn.Module class; if you trust its source, "
-            "pass trust_pickle=True (CLI: --trust-pickle)",
-            str(path),
-        )
+        raise UnsafePickleError(f"the manifest entry {entry} (not an nn.Module class)", entry)
     return obj

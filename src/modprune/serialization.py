@@ -34,6 +34,7 @@ from modprune.exceptions import (
     UnsupportedModelError,
 )
 from modprune.manifest import declared_classes, write_manifest
+from modprune.model_yaml import check_model_yaml, is_model_cfg, validate_model_cfg
 from modprune.plugins import ModpruneManager, resolve
 from modprune.safe_pickle import UnsafePickleError, pickle_module_for
 
@@ -260,6 +261,23 @@ def load(path: str | os.PathLike[str], *, trust_pickle: bool = False, pm: Modpru
     if not (is_yaml and path.parent == Path(".") and not path.exists()):
         _check_readable(path)  # a bare yaml name may be a config a plugin ships
     pm = resolve(pm)
+    if is_yaml and path.is_file() and not trust_pickle and not zipfile.is_zipfile(path):
+        check_model_yaml(path, pm)  # a model yaml is code to ultralytics' parser: validate it first
+    model = _load_any(path, trust_pickle, pm)
+    if not trust_pickle:
+        _check_embedded_yamls(model, path, pm)
+    return model
+
+
+def _check_embedded_yamls(model: nn.Module, path: Path, pm: ModpruneManager) -> None:
+    """Checkpoints carry their model yaml (``model.yaml``), which ultralytics rebuilds from when training."""
+    for module in model.modules():
+        cfg = module.__dict__.get("yaml")
+        if is_model_cfg(cfg):
+            validate_model_cfg(cfg, f"{str(path)!r} (its model yaml)", pm)
+
+
+def _load_any(path: Path, trust_pickle: bool, pm: ModpruneManager) -> nn.Module:
     error: ModelLoadError | None = None  # why modprune itself cannot read the file, if it cannot
     if path.suffix.lower() not in _YAML_SUFFIXES or zipfile.is_zipfile(path):  # save() accepts any name
         try:
