@@ -103,11 +103,11 @@ def _import(module_name: str, entry: str, path: Path) -> Any:
         raise UnsafePickleError(f"the manifest entry {entry} (a standard-library module)", entry)
     try:
         if importlib.util.find_spec(module_name) is None:
-            log.info("%s: manifest class %s: module %r is not installed", path, entry, module_name)
+            log.debug("%s: manifest class %s: module %r is not installed", path, entry, module_name)
             return None
         return importlib.import_module(module_name)
     except Exception as exc:  # an installed package failing at import: the class stays refused
-        log.info("%s: manifest class %s: importing %r failed: %s", path, entry, module_name, type(exc).__name__)
+        log.debug("%s: manifest class %s: importing %r failed: %s", path, entry, module_name, type(exc).__name__)
         return None
 
 
