@@ -36,6 +36,7 @@ import collections
 import functools
 import inspect
 import pickle
+import sys
 import types
 from typing import Any, Callable, Iterable
 
@@ -294,7 +295,7 @@ class RestrictedUnpickler(pickle._Unpickler):  # type: ignore[name-defined,misc]
             return _plain_values()[full]
         obj = self._by_name().get(full)
         if obj is None:  # an alias (a legacy path) of an allowed class, in a module already imported
-            mod = __import__("sys").modules.get(module)
+            mod = sys.modules.get(module)
             candidate = vars(mod).get(name) if mod is not None else None
             if isinstance(candidate, type) and candidate in self._state_classes:
                 obj = candidate
