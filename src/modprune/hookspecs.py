@@ -86,10 +86,26 @@ def modprune_register_layer_pruners() -> list[tuple[type, Any]]:
 
 @hookspec
 def modprune_register_safe_globals() -> list[type]:
-    """Register classes that weights-only checkpoint loading may rebuild.
+    """Register classes that checkpoint loading may rebuild without the user's opt-in.
 
-    :return: a list of classes (module types and plain helpers) that modprune's loader adds to
-        ``torch.serialization`` safe globals. Anything not listed needs the user's explicit opt-in.
+    modprune's restricted unpickler (:mod:`modprune.safe_pickle`) creates these from stored state only
+    (no ``__init__``; ``__dict__`` updated; ``__setstate__`` only when PyTorch defines it), so a file cannot
+    make their constructors run.
+
+    :return: a list of classes (module types and plain helpers). Anything not listed (nor declared in a
+        modprune file's class manifest) needs the user's explicit opt-in.
+    """
+
+
+@hookspec
+def modprune_register_model_modules() -> list[type]:
+    """Register the module classes an ultralytics-style model yaml may name.
+
+    modprune validates every model yaml before a parser sees it (:mod:`modprune.model_yaml`): a layer's
+    ``module`` must be ``nn.<torch layer>`` or the ``__name__`` of a class registered here. Register only
+    classes whose constructors build layers from their arguments (no file reads, downloads or ``eval``).
+
+    :return: a list of ``nn.Module`` subclasses, named in yamls by their ``__name__``.
     """
 
 

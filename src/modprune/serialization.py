@@ -1,10 +1,13 @@
 """Saving and loading whole models, safely.
 
-A modprune file is ``torch.save`` of ``{"modprune_format": 1, "metadata": {...}, "model": module}``.
-Loading uses PyTorch's weights-only unpickler with an allowlist: PyTorch's own layer classes plus
-every class that plugins register through ``modprune_register_safe_globals``. A file that needs
-anything else is refused unless the caller passes ``trust_pickle=True`` (arbitrary code may run).
-Other formats (ultralytics checkpoints, model yamls) are loaded through ``modprune_load_model``.
+A modprune file is ``torch.save`` of ``{"modprune_format": 1, "metadata": {...}, "model": module}``
+plus a class manifest record (:mod:`modprune.manifest`). Loading uses modprune's restricted unpickler
+(:mod:`modprune.safe_pickle`): tensors and objects are rebuilt from stored state only, for PyTorch's
+layer classes, every class plugins register through ``modprune_register_safe_globals`` and the
+``nn.Module`` classes the file's manifest declares; no constructor or other function of the file's
+choosing runs. A file that needs anything else is refused unless the caller passes
+``trust_pickle=True`` (arbitrary code may run). Other formats (ultralytics checkpoints, model yamls)
+are loaded through ``modprune_load_model``; model yamls are validated first (:mod:`modprune.model_yaml`).
 """
 
 from __future__ import annotations
@@ -15,7 +18,6 @@ import inspect
 import logging
 import os
 import pickle
-import re
 import tempfile
 import zipfile
 from pathlib import Path
@@ -31,7 +33,10 @@ from modprune.exceptions import (
     UnsafeCheckpointError,
     UnsupportedModelError,
 )
+from modprune.manifest import declared_classes, write_manifest
+from modprune.model_yaml import check_model_yaml, is_model_cfg, validate_model_cfg
 from modprune.plugins import ModpruneManager, resolve
+from modprune.safe_pickle import UnsafePickleError, pickle_module_for
 
 __all__ = ["FORMAT_VERSION", "atomic_path", "load", "load_file", "make_metadata", "save", "safe_globals"]
 
@@ -134,6 +139,7 @@ def save(
                 raise UnsupportedModelError(
                     f"the model cannot be saved: {type(exc).__name__}: {_first_line(exc)}", model
                 ) from exc
+        write_manifest(tmp)  # the nn.Module classes the pickle needs, read first by load()
     log.info("saved %s", path)
     return path
 
@@ -146,33 +152,69 @@ def _check_readable(path: Path) -> None:
 
 
 def load_file(path: str | os.PathLike[str], *, trust_pickle: bool = False, pm: ModpruneManager | None = None) -> Any:
-    """``torch.load`` with the weights-only allowlist; refuses other pickles unless trusted.
+    """Read a PyTorch file with modprune's restricted unpickler; other pickles need ``trust_pickle``.
 
-    :raises UnsafeCheckpointError: the file needs a class outside the allowlist.
+    The file can rebuild tensors and allowlisted objects from their stored state only: PyTorch's
+    layers, the classes plugins register (``modprune_register_safe_globals``) and, in files
+    :func:`save` wrote, the importable ``nn.Module`` classes the file declares. No constructor,
+    function, ``eval`` or unlisted import runs (see :mod:`modprune.safe_pickle`).
+
+    :raises UnsafeCheckpointError: the file needs something the restricted unpickler does not do.
     :raises ModelLoadError: the file is missing, truncated or not a PyTorch file.
     """
     path = Path(path)
     _check_readable(path)
     _check_zip_integrity(path)
+    if not zipfile.is_zipfile(path):  # legacy (pre-1.6) PyTorch files and files that are no PyTorch file
+        if trust_pickle:
+            return _trusted_load(path)
+        with path.open("rb") as handle:
+            head = handle.read(4)
+        if head in (b"", b"PK\x03\x04"):
+            raise ModelLoadError(f"{str(path)!r} is corrupt or truncated (an incomplete zip archive)", str(path))
+        raise ModelLoadError(
+            f"{str(path)!r} is not a readable PyTorch zip archive (not a PyTorch file, or a legacy pre-zip one, "
+            "which needs trust_pickle=True / --trust-pickle: only if you trust its source)",
+            str(path),
+        )
     try:
-        with torch.serialization.safe_globals(safe_globals(pm)):
-            return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:
-        needed = _unsupported_global(exc)
-        if needed is None:  # not a class problem: a pickle stream that is not a PyTorch file
-            raise ModelLoadError(f"{str(path)!r} is not a PyTorch/modprune model file", str(path)) from None
+        return _restricted_load(path, pm)
+    except UnsafePickleError as exc:
         if not trust_pickle:
             raise UnsafeCheckpointError(
-                f"{str(path)!r} needs {needed}, which is outside modprune's allowlist of classes; "
-                "if you trust its source, pass trust_pickle=True (CLI: --trust-pickle)",
+                f"{str(path)!r} needs {exc}, which modprune's loader refuses (it only rebuilds tensors and "
+                "allowlisted classes from stored state); if you trust its source, pass trust_pickle=True "
+                "(CLI: --trust-pickle)",
                 str(path),
             ) from None
+    except ModpruneError:
+        raise
     except MemoryError:
         raise
-    except Exception as exc:  # the weights-only unpickler is safe; any failure means a bad file
+    except Exception as exc:  # the restricted unpickler ran no code of the file: any failure means a bad file
         raise ModelLoadError(
             f"{str(path)!r} is not a readable PyTorch file (corrupt or truncated?): {_first_line(exc)}", str(path)
         ) from None
+    return _trusted_load(path)
+
+
+def _restricted_load(path: Path, pm: ModpruneManager | None) -> Any:
+    """``torch.load`` with :mod:`modprune.safe_pickle` as the unpickler."""
+    with zipfile.ZipFile(path) as archive:
+        names = archive.namelist()
+        if any(n.endswith("/constants.pkl") for n in names):  # torch.load would run torch.jit.load
+            raise ModelLoadError(f"{str(path)!r} is a TorchScript archive; modprune reads eager models", str(path))
+        declared = declared_classes(archive, path)
+    module = pickle_module_for([*safe_globals(pm), *declared])
+    # The guard here is pickle_module (modprune.safe_pickle.RestrictedUnpickler). torch.load accepts a
+    # pickle_module only together with weights_only=False, which here selects that restricted unpickler
+    # in place of torch's own weights-only one; it does not allow arbitrary pickles. The one unrestricted
+    # load is _trusted_load, reached only with trust_pickle=True.
+    return torch.load(path, map_location="cpu", pickle_module=module, weights_only=False)
+
+
+def _trusted_load(path: Path) -> Any:
+    """Full pickle, only after the user opted in with ``trust_pickle=True`` / ``--trust-pickle``."""
     log.warning("loading %s with full pickle: its code runs with your permissions", path)
     try:
         return torch.load(path, map_location="cpu", weights_only=False)
@@ -201,12 +243,6 @@ def _check_zip_integrity(path: Path) -> None:
         raise ModelLoadError(f"{str(path)!r} is corrupt: checksum mismatch in record {bad!r}", str(path))
 
 
-def _unsupported_global(exc: BaseException) -> str | None:
-    """The class a weights-only load refused (``'module.Class'``), or None for other failures."""
-    match = re.search(r"Unsupported global: GLOBAL (\S+)", str(exc))
-    return match.group(1) if match else None
-
-
 def _first_line(exc: BaseException) -> str:
     """A short one-line reason: the first sentence of the first line of the message."""
     text = str(exc).strip()
@@ -225,6 +261,23 @@ def load(path: str | os.PathLike[str], *, trust_pickle: bool = False, pm: Modpru
     if not (is_yaml and path.parent == Path(".") and not path.exists()):
         _check_readable(path)  # a bare yaml name may be a config a plugin ships
     pm = resolve(pm)
+    if is_yaml and path.is_file() and not trust_pickle and not zipfile.is_zipfile(path):
+        check_model_yaml(path, pm)  # a model yaml is code to ultralytics' parser: validate it first
+    model = _load_any(path, trust_pickle, pm)
+    if not trust_pickle:
+        _check_embedded_yamls(model, path, pm)
+    return model
+
+
+def _check_embedded_yamls(model: nn.Module, path: Path, pm: ModpruneManager) -> None:
+    """Checkpoints carry their model yaml (``model.yaml``), which ultralytics rebuilds from when training."""
+    for module in model.modules():
+        cfg = module.__dict__.get("yaml")
+        if is_model_cfg(cfg):
+            validate_model_cfg(cfg, f"{str(path)!r} (its model yaml)", pm)
+
+
+def _load_any(path: Path, trust_pickle: bool, pm: ModpruneManager) -> nn.Module:
     error: ModelLoadError | None = None  # why modprune itself cannot read the file, if it cannot
     if path.suffix.lower() not in _YAML_SUFFIXES or zipfile.is_zipfile(path):  # save() accepts any name
         try:

@@ -100,6 +100,11 @@ class Calls:
         return [Gate]
 
     @hookimpl
+    def modprune_register_model_modules(self) -> list[type]:
+        self.called.append("modprune_register_model_modules")
+        return [Gate]
+
+    @hookimpl
     def modprune_load_model(self, path: Path, trust_pickle: bool) -> nn.Module | None:
         self.called.append("modprune_load_model")
         if path.suffix == ".toy":
@@ -223,9 +228,21 @@ def _ex_layer_pruners(pm: ModpruneManager, plugin: Calls, tmp_path: Path) -> Non
 
 def _ex_safe_globals(pm: ModpruneManager, plugin: Calls, tmp_path: Path) -> None:
     model = _model()
-    modprune.save(model, tmp_path / "gate.pt", pm=pm)
+    torch.save({"modprune_format": 1, "metadata": {}, "model": model}, tmp_path / "gate.pt")  # no class manifest
     loaded = modprune.load(tmp_path / "gate.pt", pm=pm)  # no trust_pickle: Gate is allowlisted
     assert torch.equal(loaded[1].conv.weight, model[1].conv.weight)
+    with pytest.raises(modprune.UnsafeCheckpointError, match="Gate"):
+        modprune.load(tmp_path / "gate.pt", pm=get_plugin_manager(entry_points=False, plugins=[]))
+
+
+def _ex_model_modules(pm: ModpruneManager, plugin: Calls, tmp_path: Path) -> None:
+    from modprune.model_yaml import validate_model_cfg
+
+    cfg = {"nc": 1, "backbone": [[-1, 1, "Gate", []]], "head": [[-1, 1, "nn.Identity", []]]}
+    validate_model_cfg(cfg, "gate.yaml", pm)
+    cfg["head"][0][2] = "Other"
+    with pytest.raises(modprune.UnsafeCheckpointError, match=r"head\[0\]\[2\]: module 'Other' is not a known block"):
+        validate_model_cfg(cfg, "gate.yaml", pm)
 
 
 def _ex_load_model(pm: ModpruneManager, plugin: Calls, tmp_path: Path) -> None:
@@ -285,6 +302,7 @@ HOOK_EXERCISES: dict[str, Callable[[ModpruneManager, Calls, Path], None]] = {
     "modprune_register_recipes": _ex_recipes,
     "modprune_register_layer_pruners": _ex_layer_pruners,
     "modprune_register_safe_globals": _ex_safe_globals,
+    "modprune_register_model_modules": _ex_model_modules,
     "modprune_load_model": _ex_load_model,
     "modprune_save_model": _ex_save_model,
     "modprune_prepare_model": _ex_prepare_model,

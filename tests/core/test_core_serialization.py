@@ -78,9 +78,17 @@ def test_round_trip_of_a_masked_model(cnn: nn.Module, image: torch.Tensor, tmp_p
     assert torch.equal(cnn[0].weight == 0, masked_weight == 0)
 
 
-def test_load_refuses_unknown_classes_unless_trusted(tmp_path: Path, image: torch.Tensor) -> None:
+def test_own_files_round_trip_their_declared_classes(tmp_path: Path, image: torch.Tensor) -> None:
+    """modprune.save records the importable module classes it needs; load rebuilds them without trust."""
     model = nn.Sequential(Custom())
     modprune.save(model, tmp_path / "custom.pt")
+    assert_same_model(model, modprune.load(tmp_path / "custom.pt"), image)
+
+
+def test_load_refuses_unknown_classes_unless_trusted(tmp_path: Path, image: torch.Tensor) -> None:
+    """A file without modprune's class manifest gets the registered allowlist only."""
+    model = nn.Sequential(Custom())
+    torch.save({"modprune_format": 1, "metadata": {}, "model": model}, tmp_path / "custom.pt")
     with pytest.raises(UnsafeCheckpointError, match=r"Custom.*trust_pickle"):
         modprune.load(tmp_path / "custom.pt")
     loaded = modprune.load(tmp_path / "custom.pt", trust_pickle=True)

@@ -15,6 +15,7 @@ from ultralytics.nn import tasks
 from ultralytics.nn.modules import block as ul_block
 from ultralytics.nn.modules import conv as ul_conv
 
+from modprune import serialization
 from modprune_tokenc3_lsnet import FORK_CLASS_PATHS, fork_aliases, load_fork_checkpoint
 from modprune_tokenc3_lsnet.blocks import HyperACE, TokenC3
 
@@ -86,14 +87,14 @@ def test_fork_checkpoint_loads_strict_without_autoinstall(fork_checkpoint, monke
         raise AssertionError("auto-install triggered")
 
     seen = []
-    real_torch_load = tasks.torch_load
+    real_load_file = serialization.load_file
 
     def spy(*args, **kwargs):
         seen.append((os.environ["YOLO_AUTOINSTALL"], ultralytics.utils.checks.AUTOINSTALL, ul_block.TokenC3))
-        return real_torch_load(*args, **kwargs)
+        return real_load_file(*args, **kwargs)
 
     monkeypatch.setattr(tasks, "check_requirements", no_install)
-    monkeypatch.setattr(tasks, "torch_load", spy)
+    monkeypatch.setattr(serialization, "load_file", spy)  # modprune's restricted loader
 
     ckpt = load_fork_checkpoint(path)
 

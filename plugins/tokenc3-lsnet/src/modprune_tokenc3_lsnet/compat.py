@@ -7,15 +7,18 @@ in stock ultralytics. :data:`FORK_CLASS_PATHS` maps each such path to this plugi
 - :func:`fork_aliases` is a context manager that sets those attributes on the ultralytics modules for its
   body, turns ultralytics' auto-install of missing packages off (``YOLO_AUTOINSTALL=False`` in the
   environment and in the flags ultralytics read at import), and restores everything afterwards.
-- :func:`load_fork_checkpoint` loads a checkpoint file inside :func:`fork_aliases` and, by default,
-  rebuilds each pickled model with this plugin's parser and loads its state_dict with ``strict=True``.
+- :func:`load_fork_checkpoint` loads a checkpoint file inside :func:`fork_aliases` with modprune's restricted
+  loader (objects rebuilt from stored state only, no constructor runs) and, by default, rebuilds each
+  pickled model with this plugin's parser and loads its state_dict with ``strict=True``.
 
 Rebuilding matters: unpickling restores the fork's non-tensor attributes (split sizes, flags) into the
 plugin's classes, and those need not match what this plugin's ``forward`` reads. The rebuilt model
 is a fresh ``DetectionModel`` in float32 carrying the checkpoint's weights, BN statistics, ``names``
 and ``args``.
 
-Unpickling runs code named by the file: load only checkpoints you trust.
+Loading runs no code named by the file unless ``trust_pickle=True``. Rebuilding parses the checkpoint's
+``yaml`` with this plugin's parser: call :func:`modprune.model_yaml.validate_model_cfg` on it first if the
+file is not yours (``modprune.load`` does).
 """
 
 from __future__ import annotations
@@ -146,7 +149,7 @@ def rebuild_model(pickled: nn.Module) -> nn.Module:
     return model.float()
 
 
-def load_fork_checkpoint(path: str | Path, rebuild: bool = True) -> dict[str, Any]:
+def load_fork_checkpoint(path: str | Path, rebuild: bool = True, trust_pickle: bool = False) -> dict[str, Any]:
     """Load a checkpoint saved by the user's YOLOv13 fork.
 
     Args:
@@ -155,17 +158,24 @@ def load_fork_checkpoint(path: str | Path, rebuild: bool = True) -> dict[str, An
             (see :func:`rebuild_model`). With False, they are the unpickled objects as they are:
             plugin classes carrying the fork's attributes, good for reading state_dicts but not
             guaranteed to run.
+        trust_pickle: Allow full pickle for a checkpoint that needs more than modprune's restricted
+            loader rebuilds (only for files you trust: their code runs).
 
     Returns:
         The checkpoint dict (``model``, ``ema``, ``train_args``, ... as saved).
+
+    Raises:
+        modprune.UnsafeCheckpointError: the checkpoint needs more than stored state, without ``trust_pickle``.
     """
-    from ultralytics.nn.tasks import torch_safe_load
+    from modprune.serialization import load_file
 
     file = Path(path)
     if not file.is_file():
         raise FileNotFoundError(f"checkpoint not found: {file}")
-    with fork_aliases():
-        ckpt, _ = torch_safe_load(str(file), safe_only=False)
+    with fork_aliases():  # the fork's class paths resolve to this plugin's (allowlisted) classes
+        ckpt = load_file(file, trust_pickle=trust_pickle)
+    if not isinstance(ckpt, dict):
+        raise ValueError(f"{file} is not a checkpoint dict")
     if rebuild:
         for key in ("model", "ema"):
             if isinstance(ckpt.get(key), nn.Module):

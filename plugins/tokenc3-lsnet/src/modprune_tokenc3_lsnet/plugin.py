@@ -140,6 +140,16 @@ def modprune_register_safe_globals() -> list[type]:
 
 
 @hookimpl
+def modprune_register_model_modules() -> list[type]:
+    from modprune.integrations.ultralytics.offline import ensure_offline
+
+    ensure_offline()  # before the parser module imports ultralytics
+    from modprune_tokenc3_lsnet.parse import PLUGIN_LAYERS
+
+    return list(PLUGIN_LAYERS.values())
+
+
+@hookimpl
 def modprune_load_model(path: Path, trust_pickle: bool) -> Any:
     """Build TokenC3-LSNet from a model yaml (a path, or a shipped config's bare name such as
     ``yolov13n_lsnet_p2_simple.yaml``) that uses this plugin's blocks; None for anything else."""

@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import functools
 import inspect
@@ -20,7 +21,7 @@ import logging
 import sys
 import types
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Iterator, Mapping
 
 import torch
 import yaml
@@ -28,7 +29,7 @@ from torch import nn
 
 from modprune.exceptions import ModelLoadError
 
-__all__ = ["is_ultralytics_model", "load_model", "safe_classes", "save_checkpoint"]
+__all__ = ["is_ultralytics_model", "load_model", "safe_classes", "save_checkpoint", "yaml_modules"]
 
 log = logging.getLogger(__name__)
 
@@ -87,6 +88,22 @@ def _collect_safe_classes() -> list[type]:
     return [c for c in classes if not (c in seen or seen.add(c))]
 
 
+def yaml_modules() -> list[type]:
+    """The blocks an ultralytics model yaml may name: the ``nn.Module`` classes of ``ultralytics.nn.modules``
+    that ultralytics' parser resolves by name, except ``TorchVision`` (its constructor downloads weights)."""
+    from ultralytics.nn import tasks  # noqa: PLC0415
+
+    return [
+        obj
+        for name, obj in vars(tasks).items()
+        if isinstance(obj, type)
+        and issubclass(obj, nn.Module)
+        and obj.__module__.startswith("ultralytics.nn.modules")
+        and name == obj.__name__
+        and name != "TorchVision"
+    ]
+
+
 def is_ultralytics_model(model: nn.Module) -> bool:
     """Whether ``model`` is an ultralytics ``BaseModel`` (DetectionModel, SegmentationModel, ...)."""
     if "ultralytics" not in sys.modules:
@@ -133,9 +150,29 @@ def _from_yaml(path: Path) -> nn.Module | None:
             str(path),
         )
     try:
-        return classes[task](str(path), verbose=False)
+        with _restricted_parse():
+            return classes[task](str(path), verbose=False)
     except Exception as exc:  # ultralytics' yaml parser raises many error types
         raise ModelLoadError(f"ultralytics could not build {str(path)!r}: {type(exc).__name__}: {exc}", str(path)) from None
+
+
+@contextlib.contextmanager
+def _restricted_parse() -> Iterator[None]:
+    """Defence in depth: ultralytics' own restricted model building (no ``eval`` of the activation, layers
+    must be ``nn.Module`` classes) for this thread, where the installed ultralytics has it. modprune has
+    already validated the yaml (:mod:`modprune.model_yaml`); this does not replace that check."""
+    from ultralytics.nn import tasks  # noqa: PLC0415
+
+    local = getattr(getattr(tasks, "_SafeLoad", None), "_local", None)
+    if local is None or not getattr(tasks._SafeLoad, "SUPPORTED", False):
+        yield
+        return
+    before = getattr(local, "active", False)
+    local.active = True
+    try:
+        yield
+    finally:
+        local.active = before
 
 
 def load_model(path: Path, trust_pickle: bool) -> nn.Module | None:

@@ -59,6 +59,12 @@ def modprune_register_safe_globals() -> list[type]:
 
 
 @hookimpl
+def modprune_register_model_modules() -> list[type]:
+    _offline()
+    return checkpoint.yaml_modules()
+
+
+@hookimpl
 def modprune_prepare_model(model: nn.Module, config: PruneConfig) -> None:
     if "ultralytics" not in sys.modules:
         return
