@@ -40,10 +40,11 @@ from torch import nn
 
 from modprune.config import PruneConfig
 from modprune.detectors.classify import classify
-from modprune.exceptions import ConfigError, UnreachableTargetError, UnsupportedModelError
+from modprune.exceptions import ConfigError, PluginError, UnreachableTargetError, UnsupportedModelError
 from modprune.importance.base import CHANNELS
 from modprune.measure import count_params
 from modprune.measure.walk import call_model
+from modprune.plugins import call_hook
 from modprune.pruners.base import PruneContext, Pruner
 from modprune.pruners.structured_graph import GraphPruner, Plan, tracing_mode
 from modprune.pruners.structured_search import Estimator, MacsTable, macs_table, search_scale
@@ -110,7 +111,7 @@ class StructuredPruner(Pruner):
         self._prepare(model, config, ctx)
         run = _Run(model, config, ctx)
         run.execute()
-        ctx.pm.hook.modprune_finalize_model(model=model)
+        call_hook(ctx.pm, "modprune_finalize_model", model=model)
         run.check_outputs()
         model.zero_grad(set_to_none=True)
 
@@ -118,7 +119,7 @@ class StructuredPruner(Pruner):
     def _prepare(model: nn.Module, config: PruneConfig, ctx: PruneContext) -> None:
         """Plugin rewrites (``modprune_prepare_model``), then categories of the rewritten model."""
         before = Counter(type(m).__name__ for m in model.modules())
-        ctx.pm.hook.modprune_prepare_model(model=model, config=config)
+        call_hook(ctx.pm, "modprune_prepare_model", model=model, config=config)
         after = Counter(type(m).__name__ for m in model.modules())
         if before != after:
             ctx.notes.append(f"prepared by plugins (modprune_prepare_model): {type_changes(before, after)}")
@@ -156,7 +157,8 @@ class _Run:
     def _build(self) -> GraphPruner:
         """Trace the model into a :class:`GraphPruner`, then check what the graph found."""
         declared = [
-            pair for result in self.ctx.pm.hook.modprune_unwrapped_parameters(model=self.model) for pair in result or []
+            pair for result in call_hook(self.ctx.pm, "modprune_unwrapped_parameters", model=self.model)
+            for pair in result or []
         ]
         pruner, outputs = self._trace(declared)
         frozen_ids = {id(p) for f in self.frozen for p in ([f] if isinstance(f, nn.Parameter) else f.parameters())}
@@ -197,7 +199,7 @@ class _Run:
                     root_module_types=self.roots.types,
                     forward_fn=forward_fn,
                 )
-            except UnsupportedModelError:
+            except (UnsupportedModelError, PluginError):
                 raise
             except Exception as exc:  # torch-pruning and user models fail in many ways; name the module
                 raise unsupported_from(exc, self.model, stack, "tracing") from exc
@@ -280,7 +282,7 @@ class _Run:
                 self.pruner.new_step()
                 plan, trials, estimate = self._choose_plan(step, steps, goal, current, check_final)
                 groups = self.pruner.apply(plan)
-            except (UnsupportedModelError, UnreachableTargetError):
+            except (UnsupportedModelError, UnreachableTargetError, PluginError):
                 raise
             except Exception as exc:  # torch-pruning fails in many ways on unknown layers: name the module
                 raise unsupported_from(exc, self.model, stack, "pruning") from exc

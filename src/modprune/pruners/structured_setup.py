@@ -20,6 +20,7 @@ from torch import nn
 
 from modprune.config import PruneConfig
 from modprune.exceptions import UnsupportedModelError
+from modprune.plugins import call_hook
 from modprune.pruners.base import PruneContext
 
 __all__ = [
@@ -106,7 +107,7 @@ def _protect_plugin_modules(model: nn.Module, ctx: PruneContext, out: Protection
     """Freeze the modules plugins return from ``modprune_protected_modules`` (with everything inside)."""
     names = {id(m): n for n, m in model.named_modules()}
     by_category: dict[str, list[str]] = defaultdict(list)
-    for result in ctx.pm.hook.modprune_protected_modules(model=model):
+    for result in call_hook(ctx.pm, "modprune_protected_modules", model=model):
         for module in result or []:
             if not isinstance(module, nn.Module) or id(module) not in names or id(module) in seen:
                 continue

@@ -19,15 +19,10 @@ def run(args: argparse.Namespace) -> int:
         print(f"{info.name} {info.version} ({kind})")
         for family, names in sorted(info.registered.items()):
             print(f"    {family}: {', '.join(names)}")
-        pruners = [t.__name__ for t, _ in pm.strategies.layer_pruners.items() if _owner(pm, info.name, t)]
+        sources = pm.strategies.layer_pruner_sources
+        pruners = [t.__name__ for t in pm.strategies.layer_pruners if sources.get(t) == info.name]
         if pruners:
             print(f"    layer pruners: {', '.join(pruners)}")
     for name, why in pm.failed_plugins.items():
-        print(f"{name} (skipped: {why})")
+        print(f"{name} (failing, skipped: {why})")
     return 0
-
-
-def _owner(pm: object, plugin_name: str, module_type: type) -> bool:
-    plugin = pm.get_plugin(plugin_name)  # type: ignore[attr-defined]
-    hook = getattr(plugin, "modprune_register_layer_pruners", None)
-    return hook is not None and any(t is module_type for t, _ in hook())
