@@ -31,8 +31,8 @@ _DISK_ERRNOS = {
     errno.EDQUOT: ("the disk quota is exceeded", "free some space or write somewhere else"),
     errno.EFBIG: ("the file is too large for this file system", "write somewhere else"),
     errno.EROFS: ("the file system is read-only", "choose a writable location"),
-    errno.EACCES: ("permission denied", "choose a location you can write to"),
-    errno.EPERM: ("operation not permitted", "choose a location you can write to"),
+    errno.EACCES: ("permission denied", "fix its permissions or choose a location you can write to"),
+    errno.EPERM: ("operation not permitted", "fix its permissions or choose a location you can write to"),
 }
 #: How PyTorch's zip writer reports a failed write (it raises RuntimeError, not OSError).
 _WRITER_FAILURES = ("PytorchStreamWriter failed writing", "file write failed", "No space left on device")
@@ -50,15 +50,16 @@ def disk_error(exc: BaseException, path: PathLike | None = None) -> DiskError | 
         if isinstance(current, OSError) and current.errno in _DISK_ERRNOS:
             reason, advice = _DISK_ERRNOS[current.errno]
             where = current.filename if current.filename is not None else path
-            return _make(where, reason, advice)
+            verb = "cannot access" if current.errno in (errno.EACCES, errno.EPERM) else "cannot write"
+            return _make(where, reason, advice, verb)
         if isinstance(current, RuntimeError) and any(s in str(current) for s in _WRITER_FAILURES):
             return _make(path, "the write failed (is the disk full?)", "free some space or write somewhere else")
         current = current.__cause__ or current.__context__
     return None
 
 
-def _make(where: object, reason: str, advice: str) -> DiskError:
-    subject = f"cannot write {str(where)!r}" if where is not None else "cannot write the output"
+def _make(where: object, reason: str, advice: str, verb: str = "cannot write") -> DiskError:
+    subject = f"{verb} {str(where)!r}" if where is not None else f"{verb} the output"
     return DiskError(f"{subject}: {reason}; {advice}", None if where is None else str(where))
 
 

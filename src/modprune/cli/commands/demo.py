@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import shutil
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -15,10 +16,20 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from modprune.outputs import check_output, disk_error
     from modprune.workflows.demo import FULL, QUICK, run_demo
 
     settings = QUICK if args.quick else FULL
     if args.epochs is not None:
         settings = dataclasses.replace(settings, train_epochs=args.epochs)
-    run_demo(args.out, settings, say=print)
+    out = check_output(args.out, directory=True)
+    created = not out.exists()
+    try:
+        run_demo(out, settings, say=print)
+    except BaseException as exc:
+        if created and (isinstance(exc, OSError) or disk_error(exc) is not None):  # a full or read-only disk
+            shutil.rmtree(out, ignore_errors=True)
+        if (disk := disk_error(exc, out)) is not None and disk is not exc:
+            raise disk from exc
+        raise
     return 0

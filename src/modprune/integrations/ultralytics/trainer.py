@@ -403,7 +403,9 @@ def finetune(
     if lr0 is not None:
         args["lr0"] = float(lr0)
     best = BestStateKeeper()
-    with quiet_ultralytics(verbose):
+    from modprune.integrations.ultralytics.dataset_guard import guarded_datasets  # noqa: PLC0415
+
+    with quiet_ultralytics(verbose), guarded_datasets():  # the dataset is an input: never unpickled, never written
         trainer = PrunedModelTrainer(overrides=args, model=work)
         if keep:
             trainer.add_callback("on_pretrain_routine_end", MaskKeeper(keep))

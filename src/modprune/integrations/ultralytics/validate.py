@@ -120,6 +120,8 @@ def validate(
         ensure_offline()
     from ultralytics.models.yolo.detect import DetectionValidator  # noqa: PLC0415
 
+    from modprune.integrations.ultralytics.dataset_guard import guarded_datasets  # noqa: PLC0415
+
     args = {
         "data": str(yaml_path), "imgsz": int(imgsz), "batch": int(batch), "device": str(device), "split": split,
         "conf": conf, "iou": float(iou), "workers": int(workers), "plots": False, "save_json": False,
@@ -129,6 +131,7 @@ def validate(
         out = Path(save_dir).expanduser().resolve() if save_dir is not None else Path(
             stack.enter_context(tempfile.TemporaryDirectory(prefix="modprune-val-")))
         stack.enter_context(quiet_ultralytics(verbose))
+        stack.enter_context(guarded_datasets())  # no pickle read from, no file written into, the dataset
         validator = DetectionValidator(save_dir=out, args=args)
         was_training = model.training
         try:
