@@ -35,7 +35,8 @@ _DISK_ERRNOS = {
     errno.EPERM: ("operation not permitted", "fix its permissions or choose a location you can write to"),
 }
 #: How PyTorch's zip writer reports a failed write (it raises RuntimeError, not OSError).
-_WRITER_FAILURES = ("PytorchStreamWriter failed writing", "file write failed", "No space left on device")
+_WRITER_FAILURES = ("PytorchStreamWriter failed writing", "file write failed", "No space left on device",
+                    "inline_container.cc")
 
 
 def disk_error(exc: BaseException, path: PathLike | None = None) -> DiskError | None:
@@ -53,9 +54,21 @@ def disk_error(exc: BaseException, path: PathLike | None = None) -> DiskError | 
             verb = "cannot access" if current.errno in (errno.EACCES, errno.EPERM) else "cannot write"
             return _make(where, reason, advice, verb)
         if isinstance(current, RuntimeError) and any(s in str(current) for s in _WRITER_FAILURES):
-            return _make(path, "the write failed (is the disk full?)", "free some space or write somewhere else")
+            reason = "no space left on the device" if _full(path) else "the write failed (is the disk full?)"
+            return _make(path, reason, "free some space or write somewhere else")
         current = current.__cause__ or current.__context__
     return None
+
+
+def _full(path: PathLike | None) -> bool:
+    """Whether the file system holding ``path`` (or its nearest existing folder) has no free block."""
+    if path is None:
+        return False
+    try:
+        stats = os.statvfs(_existing_ancestor(Path(path)))
+    except (OSError, AttributeError):  # AttributeError: no statvfs on this platform
+        return False
+    return stats.f_bavail * stats.f_frsize < 64 * 1024
 
 
 def _make(where: object, reason: str, advice: str, verb: str = "cannot write") -> DiskError:

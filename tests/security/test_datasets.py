@@ -69,6 +69,7 @@ def _yolo_model_file(tmp_path: Path) -> Path:
     return modprune.save(model, tmp_path / "model.pt")
 
 
+@pytest.mark.slow
 def test_compare_with_validation_neither_unpickles_nor_writes_the_dataset(trapped_dataset, tmp_path: Path) -> None:
     data, marker, _ = trapped_dataset
     model = _yolo_model_file(tmp_path)
@@ -85,6 +86,7 @@ def test_compare_with_validation_neither_unpickles_nor_writes_the_dataset(trappe
     assert _listing(data.parent) == before, "the dataset folder was modified"
 
 
+@pytest.mark.slow
 def test_validate_and_finetune_in_process_leave_the_dataset_alone(trapped_dataset, tmp_path: Path) -> None:
     from ultralytics.data import dataset as ul_dataset
     from ultralytics.data import utils as ul_utils
