@@ -178,7 +178,8 @@ class PruneConfig:
     @staticmethod
     def _check_int(name: str, value: Any, *, minimum: int, maximum: int = MAX_INT) -> None:
         if isinstance(value, bool) or not isinstance(value, int) or not minimum <= value <= maximum:
-            shown = value if not isinstance(value, int) or abs(value) <= MAX_INT else f"an integer of {len(str(value))} digits"
+            big = isinstance(value, int) and abs(value) > MAX_INT
+            shown = f"an integer of {len(str(abs(value)))} digits" if big else value
             raise ConfigError(f"{name} must be an integer in [{minimum}, {maximum}], got {shown!r}", value)
 
     def __hash__(self) -> int:  # the mappings are read-only views, which do not hash themselves

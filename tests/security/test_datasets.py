@@ -17,6 +17,7 @@ from modprune.data import generate_dataset
 pytest.importorskip("ultralytics")
 
 SRC = Path(modprune.__file__).resolve().parents[1]
+CLI = "import sys; from modprune.cli import main; sys.exit(main())"
 
 
 class _Payload:
@@ -77,7 +78,7 @@ def test_compare_with_validation_neither_unpickles_nor_writes_the_dataset(trappe
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(SRC), os.environ.get("PYTHONPATH", "")]),
            "MODPRUNE_CACHE_DIR": str(tmp_path / "cache")}
     proc = subprocess.run(
-        [sys.executable, "-c", "import sys; from modprune.cli import main; sys.exit(main())", "-q", "compare", str(model), "--data", str(data), "--imgsz", "64",
+        [sys.executable, "-c", CLI, "-q", "compare", str(model), "--data", str(data), "--imgsz", "64",
          "--no-onnx", "--rounds", "3", "--threads", "1"],
         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300,
     )

@@ -91,10 +91,6 @@ def _cli(site: Path, *argv: str, cwd: Path) -> subprocess.CompletedProcess[str]:
                           timeout=300)
 
 
-def _errors(proc: subprocess.CompletedProcess[str]) -> list[str]:
-    return [line for line in proc.stderr.splitlines() if line.startswith("modprune:")]
-
-
 @pytest.fixture()
 def site(tmp_path: Path) -> Path:
     path = tmp_path / "site"
