@@ -182,6 +182,22 @@ def test_a_hook_raising_when_called_is_reported_in_one_line(
     assert rc == 0
 
 
+@pytest.mark.parametrize("case", ["prepare_raises", "finalize_raises", "protected_raises"])
+def test_plugins_command_shows_a_model_hook_that_always_raises_as_failing(
+    run_with_plugin, case: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from modprune.cli import main
+
+    run_with_plugin(case, "recipes")  # installs it
+    from modprune.plugins import reset_default_plugin_manager
+
+    reset_default_plugin_manager()
+    capsys.readouterr()
+    assert main(["plugins"]) == 0
+    out = capsys.readouterr().out
+    assert f"evil_{case} (failing, skipped: failed in modprune_" in out, out
+
+
 def test_a_load_hook_raising_names_the_plugin_not_a_missing_file(run_with_plugin, tmp_path: Path) -> None:
     (tmp_path / "weights.bin").write_bytes(b"not a model")
     rc, err = run_with_plugin("load_raises", "inspect", "weights.bin")
