@@ -203,8 +203,8 @@ def _real_cli(cwd: Path, *argv: str) -> subprocess.CompletedProcess[str]:
 
 
 def _one_error(proc: subprocess.CompletedProcess[str]) -> str:
-    lines = [line for line in proc.stderr.splitlines() if line.strip() and not line.startswith(("INFO", "WARNING"))]
-    assert proc.returncode == 2 and len(lines) == 1, proc.stderr
+    lines = [line for line in proc.stderr.splitlines() if line.startswith("modprune:")]
+    assert proc.returncode == 2 and len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr
     return lines[0]
 
 
@@ -234,3 +234,14 @@ def test_model_save_on_a_full_disk_and_a_read_only_one(tmp_path: Path, workdir: 
     with _tmpfs(tmp_path / f"ro-{uuid.uuid4().hex[:6]}", "size=1m,ro") as disk:
         proc = _real_cli(workdir, *PRUNE, "-o", str(disk / "out.pt"))
         assert "read-only" in _one_error(proc)
+
+
+@pytest.mark.slow
+def test_compare_report_on_a_full_disk_leaves_no_partial_directory(tmp_path: Path, workdir: Path) -> None:
+    with _tmpfs(tmp_path / f"full-{uuid.uuid4().hex[:6]}", "size=8k") as disk:
+        _fill(disk)
+        proc = _real_cli(workdir, "compare", "model.pt", "--no-onnx", "--imgsz", "16", "--rounds", "3",
+                         "--json", "result.json", "--report", str(disk / "rep"))
+        assert "no space left" in _one_error(proc)
+        assert [p.name for p in disk.iterdir()] == ["filler"]  # no partial report directory
+        assert not (workdir / "result.json").exists()  # nor the JSON that would have landed with it
