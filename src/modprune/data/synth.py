@@ -155,10 +155,9 @@ def generate_dataset(
             "names": {i: n for i, n in enumerate(class_names)},
         }
         (work / "data.yaml").write_text(yaml.safe_dump(content, sort_keys=False), encoding="utf-8")
-    data_yaml = root / "data.yaml"
     LOG.info("synthetic dataset in %s: %d train / %d val images, %d / %d objects", root, n_train, n_val,
              n_objects["train"], n_objects["val"])
-    return data_yaml
+    return root / "data.yaml"
 
 
 def _write_splits(work: Path, params: _Params, counts: dict[str, int], seed: int, image_format: str) -> dict[str, int]:
