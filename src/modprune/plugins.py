@@ -377,6 +377,8 @@ def _guard(pm: Any, plugin_name: str, where: str, method: Any) -> Any:
         except Exception as exc:  # a plugin's code may fail in any way
             raise plugin_failure(pm, plugin_name, where, exc) from exc
 
+    if hasattr(method, "__self__"):  # torch-pruning reaches the pruner through its handlers' __self__
+        call.__self__ = method.__self__  # type: ignore[attr-defined]
     return call
 
 
