@@ -16,7 +16,7 @@ from modprune.detectors.base import OTHER
 from modprune.detectors.classify import Categories, classify
 from modprune.exceptions import ConfigError, ModpruneError, UnsupportedModelError
 from modprune.measure import count_macs
-from modprune.plugins import ModpruneManager, resolve
+from modprune.plugins import ModpruneManager, call_hook, resolve
 from modprune.pruners.base import PruneContext, PruneOutcome, StepCallback
 from modprune.recipes import Recipe, recipe_from_file
 from modprune.report import CategoryRow, PruneReport, category_table
@@ -119,14 +119,14 @@ def resolve_config(config: PruneConfig, pm: ModpruneManager | None = None) -> Pr
 
 
 def _context(config: PruneConfig, pm: ModpruneManager, categories: Categories, **inputs: Any) -> PruneContext:
-    """The read-only context of one prune: strategies and the structured hooks bound to ``pm``."""
-    hook = pm.hook
+    """The read-only context of one prune: strategies and the structured hooks bound to ``pm``
+    (through :func:`call_hook`, so a plugin whose hook raises is named in the error)."""
 
     def protected_modules(model: nn.Module) -> list[nn.Module]:
-        return [m for found in hook.modprune_protected_modules(model=model) for m in found or []]
+        return [m for found in call_hook(pm, "modprune_protected_modules", model=model) for m in found or []]
 
     def unwrapped_parameters(model: nn.Module) -> list[tuple[Any, int]]:
-        return [p for found in hook.modprune_unwrapped_parameters(model=model) for p in found or []]
+        return [p for found in call_hook(pm, "modprune_unwrapped_parameters", model=model) for p in found or []]
 
     return PruneContext(
         importance=pm.strategies.importances.get(config.importance).configure(config.importance_options),
@@ -134,10 +134,10 @@ def _context(config: PruneConfig, pm: ModpruneManager, categories: Categories, *
         generator=torch.Generator().manual_seed(config.seed),
         detectors=tuple(_detectors(pm)),
         layer_pruners=pm.strategies.layer_pruners,
-        prepare_model=lambda model, cfg: hook.modprune_prepare_model(model=model, config=cfg),
+        prepare_model=lambda model, cfg: call_hook(pm, "modprune_prepare_model", model=model, config=cfg),
         protected_modules=protected_modules,
         unwrapped_parameters=unwrapped_parameters,
-        finalize_model=lambda model: hook.modprune_finalize_model(model=model),
+        finalize_model=lambda model: call_hook(pm, "modprune_finalize_model", model=model),
         **inputs,
     )
 

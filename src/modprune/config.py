@@ -23,6 +23,18 @@ log = logging.getLogger(__name__)
 SCOPES = ("layer", "category", "global")
 
 
+def safe_load_yaml(text: str, what: str) -> Any:
+    """``yaml.safe_load`` whose failures, including nesting too deep to parse, are ConfigErrors."""
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        reason = " ".join(str(exc).split())
+        raise ConfigError(f"{what} is not valid YAML: {reason}", what) from None
+    except RecursionError:
+        raise ConfigError(f"{what} is nested too deeply to read; flatten it (at most {MAX_DEPTH} levels)",
+                          what) from None
+
+
 def _frozen_mapping(value: Any, name: str) -> Mapping[str, Any]:
     if value is None:
         return types.MappingProxyType({})
@@ -31,7 +43,43 @@ def _frozen_mapping(value: Any, name: str) -> Mapping[str, Any]:
     return types.MappingProxyType(dict(value))
 
 
+#: Limits that keep extreme values from ending as RecursionError / OverflowError deep inside.
+MAX_DEPTH = 16
+MAX_INT = 2**63 - 1
+MAX_STEPS = 10_000
+MAX_ROUND_TO = 2**16
+
+
+def _check_plain(value: Any, name: str, depth: int = 0) -> None:
+    """Option values: YAML scalars, lists and string-keyed mappings, at most ``MAX_DEPTH`` deep,
+    integers within 64 bits and finite floats."""
+    if depth > MAX_DEPTH:
+        raise ConfigError(f"{name} is nested more than {MAX_DEPTH} levels deep; flatten it", name)
+    if isinstance(value, Mapping):
+        for key, item in value.items():
+            if not isinstance(key, str):
+                raise ConfigError(f"{name} keys must be strings, got {key!r} ({type(key).__name__})", key)
+            _check_plain(item, f"{name}[{key!r}]", depth + 1)
+    elif isinstance(value, (list, tuple)):
+        for i, item in enumerate(value):
+            _check_plain(item, f"{name}[{i}]", depth + 1)
+    elif isinstance(value, bool) or value is None or isinstance(value, str):
+        return
+    elif isinstance(value, int):
+        if abs(value) > MAX_INT:
+            raise ConfigError(f"{name} is an integer too large ({len(str(abs(value)))} digits); use a 64-bit value",
+                              name)
+    elif isinstance(value, float):
+        if not math.isfinite(value):
+            raise ConfigError(f"{name} must be a finite number, got {value!r}", value)
+    else:
+        raise ConfigError(f"{name} must be a YAML value (number, string, list, mapping), got "
+                          f"{type(value).__name__}", value)
+
+
 def _check_fraction(name: str, value: Any, *, upper_inclusive: bool = False) -> None:
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) > MAX_INT:
+        raise ConfigError(f"{name} must be a number in [0, 1), got an integer of {len(str(abs(value)))} digits", name)
     if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value):
         raise ConfigError(f"{name} must be a number in [0, 1), got {value!r}", value)
     ok = 0 <= value <= 1 if upper_inclusive else 0 <= value < 1
@@ -91,6 +139,8 @@ class PruneConfig:
             raise ConfigError(f"target_kind must be a string, got {self.target_kind!r}", self.target_kind)
         for name in ("importance_options", "pruner_options"):
             object.__setattr__(self, name, _frozen_mapping(getattr(self, name), name))
+        _check_plain(self.importance_options, "importance_options")
+        _check_plain(self.pruner_options, "pruner_options")
         ratios = _frozen_mapping(self.category_ratios, "category_ratios")
         for category, ratio in ratios.items():
             if not isinstance(category, str) or not category:
@@ -101,8 +151,8 @@ class PruneConfig:
         self._check_protect()
         if not isinstance(self.scope, str) or self.scope not in SCOPES:
             raise ConfigError(f"scope {self.scope!r} is not valid; valid: {', '.join(SCOPES)}", self.scope)
-        self._check_int("steps", self.steps, minimum=1)
-        self._check_int("seed", self.seed, minimum=0)
+        self._check_int("steps", self.steps, minimum=1, maximum=MAX_STEPS)
+        self._check_int("seed", self.seed, minimum=0, maximum=MAX_INT)
         _check_fraction("max_ratio", self.max_ratio, upper_inclusive=True)
         if self.max_ratio == 0:
             raise ConfigError("max_ratio must be greater than 0", self.max_ratio)
@@ -116,9 +166,11 @@ class PruneConfig:
         object.__setattr__(self, "protect", tuple(protect))
 
     @staticmethod
-    def _check_int(name: str, value: Any, *, minimum: int) -> None:
-        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-            raise ConfigError(f"{name} must be an integer >= {minimum}, got {value!r}", value)
+    def _check_int(name: str, value: Any, *, minimum: int, maximum: int = MAX_INT) -> None:
+        if isinstance(value, bool) or not isinstance(value, int) or not minimum <= value <= maximum:
+            big = isinstance(value, int) and abs(value) > MAX_INT
+            shown = f"an integer of {len(str(abs(value)))} digits" if big else value
+            raise ConfigError(f"{name} must be an integer in [{minimum}, {maximum}], got {shown!r}", value)
 
     def __hash__(self) -> int:  # the mappings are read-only views, which do not hash themselves
         return hash(json.dumps(self.to_dict(), sort_keys=True, default=repr))
@@ -169,10 +221,8 @@ class PruneConfig:
     @classmethod
     def from_yaml(cls, text: str) -> PruneConfig:
         """Parse YAML text produced by :meth:`to_yaml` (or written by hand)."""
-        try:
-            data = yaml.safe_load(text)
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"config is not valid YAML: {exc}", text) from exc
+        data = safe_load_yaml(text, "config")
+
         return cls.from_dict(data or {})
 
 

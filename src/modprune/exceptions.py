@@ -19,6 +19,8 @@ __all__ = [
     "UnsupportedModelError",
     "OutputPathError",
     "DatasetError",
+    "PluginError",
+    "DiskError",
 ]
 
 
@@ -79,3 +81,19 @@ class OutputPathError(ModpruneError):
 
 class DatasetError(ModpruneError):
     """A dataset is missing, empty or malformed."""
+
+
+class PluginError(ModpruneError):
+    """A plugin failed when modprune called one of its hooks; the message names the plugin and hook.
+
+    ``plugin`` is the plugin's registered name, ``hook`` the hook (or layer-pruner method) that raised.
+    """
+
+    def __init__(self, message: str, obj: Any = None, *, plugin: str = "", hook: str = "") -> None:
+        super().__init__(message, obj)
+        self.plugin = plugin
+        self.hook = hook
+
+
+class DiskError(OutputPathError):
+    """Writing an output failed because the disk is full, read-only or not writable by this user."""

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, Iterable, Sequence
 import pluggy
 
 from modprune import hookspecs
-from modprune.exceptions import DuplicateStrategyError, ModpruneError
+from modprune.exceptions import DuplicateStrategyError, ModpruneError, PluginError
 from modprune.registry import LayerPrunerRegistry, Registry
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -33,6 +33,7 @@ __all__ = [
     "ModpruneManager",
     "PluginInfo",
     "Strategies",
+    "call_hook",
     "default_plugin_manager",
     "get_plugin_manager",
 ]
@@ -69,6 +70,7 @@ class Strategies:
     importances: Registry[Importance]
     pruners: Registry[Pruner]
     recipes: Registry[Recipe]
+    #: Layer pruners by module class; ``layer_pruners.source(cls)`` names the registering plugin.
     layer_pruners: LayerPrunerRegistry
 
 
@@ -157,7 +159,8 @@ class ModpruneManager(pluggy.PluginManager):
         return Strategies(layer_pruners=self._layer_pruners(), **registries)
 
     def _layer_pruners(self) -> LayerPrunerRegistry:
-        """The ``modprune_register_layer_pruners`` pairs; a wrong entry is skipped naming its plugin."""
+        """The ``modprune_register_layer_pruners`` pairs; a wrong entry is skipped naming its plugin.
+        Each pruner is wrapped so that an exception inside torch-pruning names its plugin."""
         registry = LayerPrunerRegistry()
         for plugin_name, pairs in self._results("modprune_register_layer_pruners"):
             info = self.plugin_info.get(plugin_name)
@@ -168,7 +171,7 @@ class ModpruneManager(pluggy.PluginManager):
                         "not a (module_type, pruner) pair", obj=plugin_name))
                     continue
                 try:
-                    registry.register(pair[0], pair[1], source=plugin_name)
+                    registry.register(pair[0], _guarded_layer_pruner(self, plugin_name, pair[1]), source=plugin_name)
                 except ModpruneError as exc:
                     self._fail(plugin_name, exc)
                     continue
@@ -227,7 +230,7 @@ class ModpruneManager(pluggy.PluginManager):
             try:
                 result = impl.function()
                 items = list(result or [])
-            except Exception as exc:  # a third-party plugin may fail in any way
+            except (Exception, SystemExit) as exc:  # a third-party plugin may fail in any way, even sys.exit()
                 error = ModpruneError(
                     f"plugin {impl.plugin_name!r}: {hook_name} raised {type(exc).__name__}: {exc}", obj=impl.plugin_name
                 )
@@ -306,7 +309,7 @@ def _load_entry_points(pm: ModpruneManager, required: set[str], strict: bool) ->
         try:
             plugin = ep.load()
             pm.register_plugin(plugin, ep.name, version=ep.dist.version if ep.dist else "")
-        except Exception as exc:  # a third-party plugin may fail in any way on import
+        except (Exception, SystemExit) as exc:  # a plugin may fail in any way on import, even sys.exit()
             message = f"plugin {ep.name!r} ({ep.value}) failed to load: {type(exc).__name__}: {exc}"
             if strict or ep.name in required:
                 raise ModpruneError(message + "; fix or uninstall it", obj=ep.name) from exc
@@ -315,6 +318,94 @@ def _load_entry_points(pm: ModpruneManager, required: set[str], strict: bool) ->
     missing = required - set(pm.plugin_info)
     if missing:
         raise ModpruneError(f"required plugins not installed: {', '.join(sorted(missing))}", obj=missing)
+
+
+def call_hook(pm: pluggy.PluginManager, name: str, **kwargs: Any) -> Any:
+    """Call hook ``name`` like pluggy does, but name the plugin whose implementation raises.
+
+    Implementations run in pluggy's order (last registered first, ``tryfirst``/``trylast``
+    respected); a ``firstresult`` hook stops at the first non-None result and returns it, any
+    other hook returns the list of non-None results.
+
+    :raises PluginError: an implementation raised anything but a :class:`ModpruneError` (which
+        passes through as it is); the failure is also recorded in ``pm.failed_plugins``.
+    """
+    caller = getattr(pm.hook, name)
+    impls = caller.get_hookimpls()
+    firstresult = bool(caller.spec and caller.spec.opts.get("firstresult"))
+    if any(i.hookwrapper or i.wrapper for i in impls):  # pluggy must drive wrappers itself
+        return caller(**kwargs)
+    results = []
+    for impl in reversed(impls):
+        try:
+            result = impl.function(*[kwargs[a] for a in impl.argnames])
+        except ModpruneError:
+            raise
+        except (Exception, SystemExit) as exc:  # a plugin's hook may fail in any way
+            raise plugin_failure(pm, impl.plugin_name, name, exc) from exc
+        if result is not None:
+            if firstresult:
+                return result
+            results.append(result)
+    return None if firstresult else results
+
+
+def plugin_failure(pm: Any, plugin_name: str, where: str, exc: BaseException) -> ModpruneError:
+    """The error for plugin ``plugin_name`` raising ``exc`` in ``where``, recorded in ``pm.failed_plugins``.
+
+    A full or read-only disk is reported as such (:class:`~modprune.exceptions.DiskError`), not as a
+    plugin bug.
+    """
+    from modprune.outputs import disk_error  # noqa: PLC0415 - outputs imports nothing of ours at import time
+
+    if (disk := disk_error(exc)) is not None:
+        return disk
+    text = " ".join(str(exc).split())[:300] or type(exc).__name__
+    message = f"plugin {plugin_name!r} failed in {where}: {type(exc).__name__}: {text}; fix, update or uninstall it"
+    failed = getattr(pm, "failed_plugins", None)
+    info = getattr(pm, "plugin_info", {}).get(plugin_name)
+    if isinstance(failed, dict) and not (info is not None and info.builtin):
+        failed.setdefault(plugin_name, f"failed in {where}: {type(exc).__name__}: {text}")
+    return PluginError(message, plugin_name, plugin=plugin_name, hook=where)
+
+
+def _guarded_layer_pruner(pm: Any, plugin_name: str, pruner: Any) -> Any:
+    """A shallow copy of ``pruner`` whose public methods name ``plugin_name`` when they raise.
+
+    torch-pruning calls these methods deep inside its own code; without this a plugin bug would
+    surface as a torch-pruning failure.
+    """
+    import copy  # noqa: PLC0415
+
+    try:
+        guarded = copy.copy(pruner)
+    except Exception:  # an uncopyable object: use it as it is
+        return pruner
+    for attr in dir(type(pruner)):
+        method = getattr(guarded, attr, None)
+        if attr.startswith("_") or not callable(method) or isinstance(getattr(type(pruner), attr), type):
+            continue
+        where = f"layer pruner {type(pruner).__name__}.{attr}"
+        try:
+            setattr(guarded, attr, _guard(pm, plugin_name, where, method))
+        except (AttributeError, TypeError):  # slots or a read-only attribute
+            return pruner
+    return guarded
+
+
+def _guard(pm: Any, plugin_name: str, where: str, method: Any) -> Any:
+    @functools.wraps(method)
+    def call(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return method(*args, **kwargs)
+        except ModpruneError:
+            raise
+        except Exception as exc:  # a plugin's code may fail in any way
+            raise plugin_failure(pm, plugin_name, where, exc) from exc
+
+    if hasattr(method, "__self__"):  # torch-pruning reaches the pruner through its handlers' __self__
+        call.__self__ = method.__self__  # type: ignore[attr-defined]
+    return call
 
 
 _default: list[ModpruneManager] = []

@@ -18,7 +18,7 @@ import inspect
 import logging
 import os
 import pickle
-import tempfile
+import re
 import zipfile
 from pathlib import Path
 from typing import Any, Iterator, Mapping
@@ -29,13 +29,14 @@ from torch import nn
 from modprune.exceptions import (
     ModelLoadError,
     ModpruneError,
-    OutputPathError,
     UnsafeCheckpointError,
+    PluginError,
     UnsupportedModelError,
 )
 from modprune.manifest import declared_classes, write_manifest
 from modprune.model_yaml import check_model_yaml, is_model_cfg, validate_model_cfg
-from modprune.plugins import ModpruneManager, resolve
+from modprune.outputs import check_output, disk_error, staged_outputs
+from modprune.plugins import ModpruneManager, call_hook, resolve
 from modprune.safe_pickle import UnsafePickleError, pickle_module_for
 
 __all__ = ["FORMAT_VERSION", "atomic_path", "load", "load_file", "make_metadata", "save", "safe_globals"]
@@ -76,37 +77,14 @@ def make_metadata(extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
 
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike[str], *, overwrite: bool = True) -> Iterator[Path]:
-    """Yield a temporary path beside ``path``; on success rename it onto ``path``, else delete it."""
-    path = Path(path)
-    if path.is_dir():
-        raise OutputPathError(f"output {str(path)!r} is a directory; give a file path", str(path))
-    if path.exists() and not overwrite:
-        raise OutputPathError(f"output {str(path)!r} exists; pass overwrite/--force to replace it", str(path))
-    parent = path.parent if str(path.parent) else Path(".")
-    if not parent.is_dir():
-        raise OutputPathError(f"output directory {str(parent)!r} does not exist", str(parent))
-    try:
-        fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=parent)
-    except OSError as exc:
-        raise OutputPathError(f"cannot write to {str(parent)!r}: {exc.strerror}", str(parent)) from None
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
-        yield tmp
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600 files; give the usual permissions
-        os.replace(tmp, path)
-    except OSError as exc:
-        tmp.unlink(missing_ok=True)
-        raise OutputPathError(f"cannot write {str(path)!r}: {exc.strerror or exc}", str(path)) from exc
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    """Yield a temporary path beside ``path``; on success rename it onto ``path``, else delete it.
 
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
+    The path is checked by :func:`modprune.outputs.check_output`; a full or read-only disk raises
+    :class:`~modprune.exceptions.DiskError`.
+    """
+    path = check_output(path, force=overwrite, probe=False)
+    with staged_outputs() as stage:
+        yield stage.file(path)
 
 
 def save(
@@ -131,10 +109,12 @@ def save(
     meta = make_metadata(metadata)
     path = Path(path)
     with atomic_path(path, overwrite=overwrite) as tmp, masks_baked(model):
-        handled = pm.hook.modprune_save_model(model=model, path=tmp, metadata=meta)
+        handled = call_hook(pm, "modprune_save_model", model=model, path=tmp, metadata=meta)
         if not handled:
             try:
                 torch.save({"modprune_format": FORMAT_VERSION, "metadata": meta, "model": model}, tmp)
+            except RuntimeError as exc:  # PyTorch's writer reports a full disk as a RuntimeError
+                raise disk_error(exc, path) or exc
             except (pickle.PicklingError, AttributeError, TypeError) as exc:  # e.g. a lambda attribute
                 raise UnsupportedModelError(
                     f"the model cannot be saved: {type(exc).__name__}: {_first_line(exc)}", model
@@ -301,12 +281,14 @@ def _load_any(path: Path, trust_pickle: bool, pm: ModpruneManager) -> nn.Module:
         if isinstance(obj, nn.Module):
             return obj.eval()
     try:
-        model = pm.hook.modprune_load_model(path=path, trust_pickle=trust_pickle)
-    except ModpruneError:
-        raise
-    except Exception as exc:  # a plugin's reader failing on a file it claimed: a bad file
+        model = call_hook(pm, "modprune_load_model", path=path, trust_pickle=trust_pickle)
+    except PluginError as exc:
+        info = pm.plugin_info.get(exc.plugin)
+        if info is None or not info.builtin:  # a third-party reader's bug: name it
+            raise
+        cause = exc.__cause__ or exc  # a built-in reader failing on a file it claimed: a bad file
         raise ModelLoadError(
-            f"{str(path)!r} could not be read: {type(exc).__name__}: {_first_line(exc)}", str(path)
+            f"{str(path)!r} could not be read: {type(cause).__name__}: {_first_line(cause)}", str(path)
         ) from exc
     if not isinstance(model, nn.Module):
         if error is not None:

@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import argparse
 import os
-import tempfile
 from pathlib import Path
 from typing import Iterable, Sequence
 
 import torch
 from torch import nn
 
-from modprune.exceptions import ConfigError, OutputPathError
+from modprune.exceptions import ConfigError
+from modprune.outputs import check_output as _check_output
+from modprune.outputs import same_path
 
 __all__ = ["add_model_args", "check_output", "example_input", "load_model", "positive_int", "render_table", "same_file"]
 
@@ -53,38 +54,20 @@ def example_input(imgsz: int, batch: int = 1) -> torch.Tensor:
 
 
 def same_file(a: str | os.PathLike[str], b: str | os.PathLike[str]) -> bool:
-    """Whether two paths name the same file (symlinks resolved; the files need not exist)."""
-    if os.path.realpath(a) == os.path.realpath(b):
-        return True
-    try:
-        return os.path.samefile(a, b)  # hard links
-    except OSError:
-        return False
+    """Whether two paths name the same file (symlinks, ``..`` and hard links resolved; need not exist)."""
+    return same_path(a, b)
 
 
-def check_output(output: str | os.PathLike[str], inputs: Iterable[str | os.PathLike[str]], *, force: bool) -> Path:
-    """Refuse an output equal to an input (unless ``force``), an existing file (unless ``force``),
-    a directory, or a location that cannot be written; writes nothing."""
-    out = Path(output)
-    if not str(output):
-        raise OutputPathError("output path is empty", str(output))
-    for item in inputs:
-        if same_file(out, item) and not force:
-            raise OutputPathError(f"output {str(out)!r} is the input file; choose another path (or --force)", str(out))
-    if out.is_dir():
-        raise OutputPathError(f"output {str(out)!r} is a directory; give a file path", str(out))
-    if out.exists() and not force:
-        raise OutputPathError(f"output {str(out)!r} exists; pass --force to replace it", str(out))
-    parent = out.parent if str(out.parent) else Path(".")
-    if not parent.is_dir():
-        raise OutputPathError(f"output directory {str(parent)!r} does not exist", str(parent))
-    try:  # really try: os.access says yes to root on read-only mounts and ignores ACLs
-        fd, probe = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".probe", dir=parent)
-    except OSError as exc:
-        raise OutputPathError(f"output directory {str(parent)!r} is not writable: {exc.strerror}", str(parent)) from None
-    os.close(fd)
-    os.unlink(probe)
-    return out
+def check_output(
+    output: str | os.PathLike[str],
+    inputs: Iterable[str | os.PathLike[str] | None],
+    *,
+    force: bool,
+    directory: bool = False,
+) -> Path:
+    """:func:`modprune.outputs.check_output`: refuse an output that is, is inside, or (a directory)
+    contains an input; an existing file (unless ``force``); or a location that cannot be written."""
+    return _check_output(output, inputs, force=force, directory=directory)
 
 
 def render_table(headers: Sequence[str], rows: Iterable[Sequence[object]]) -> str:

@@ -111,11 +111,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as exc:  # anything else is our bug: one line, traceback with --debug
         if args.debug:
             raise
+        if (disk := _disk_error(exc)) is not None:  # a full or read-only disk anywhere: the user's to fix
+            print(f"modprune: error: {_one_line(disk)}", file=sys.stderr)
+            return 2
         print(
             f"modprune: internal error: {type(exc).__name__}: {_one_line(exc)} (rerun with --debug for details)",
             file=sys.stderr,
         )
         return 1
+
+
+def _disk_error(exc: BaseException) -> ModpruneError | None:
+    from modprune.outputs import disk_error
+
+    return disk_error(exc)
 
 
 def _one_line(exc: BaseException) -> str:

@@ -24,8 +24,6 @@ from __future__ import annotations
 import logging
 import math
 import os
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
@@ -34,6 +32,7 @@ import numpy as np
 import yaml
 
 from modprune.exceptions import ConfigError, DatasetError, OutputPathError
+from modprune.outputs import check_output, staged_outputs
 
 __all__ = ["generate_dataset", "check_dataset", "DatasetSummary", "IMAGE_FORMATS"]
 
@@ -145,44 +144,38 @@ def generate_dataset(
     class_names = list(names) if names is not None else [p["name"] for p in params.presets]
     root = Path(out_dir).expanduser().resolve()
     _prepare_out_dir(root, overwrite)
-    counts = {"train": n_train, "val": n_val}
-    n_objects = {split: _write_split(root, split_id, split, counts[split], seed, params, image_format)
-                 for split_id, split in enumerate(_SPLITS)}
-    data_yaml = _write_data_yaml(root, class_names)
+    with staged_outputs() as stage:  # the dataset lands whole or not at all (e.g. on a full disk)
+        work = stage.dir(root)
+        n_objects = _write_splits(work, params, {"train": n_train, "val": n_val}, seed, image_format)
+        content = {
+            "path": str(root),
+            "train": "images/train",
+            "val": "images/val",
+            "nc": len(class_names),
+            "names": {i: n for i, n in enumerate(class_names)},
+        }
+        (work / "data.yaml").write_text(yaml.safe_dump(content, sort_keys=False), encoding="utf-8")
     LOG.info("synthetic dataset in %s: %d train / %d val images, %d / %d objects", root, n_train, n_val,
              n_objects["train"], n_objects["val"])
-    return data_yaml
+    return root / "data.yaml"
 
 
-def _write_split(root: Path, split_id: int, split: str, count: int, seed: int, params: _Params,
-                 image_format: str) -> int:
-    """Render and write the ``count`` images and label files of one split; return its number of objects."""
-    img_dir, lbl_dir = root / "images" / split, root / "labels" / split
-    img_dir.mkdir(parents=True, exist_ok=True)
-    lbl_dir.mkdir(parents=True, exist_ok=True)
-    n_objects = 0
-    for i in range(count):
-        rng = np.random.default_rng(np.random.SeedSequence([seed, split_id, i]))
-        image, boxes = _render_image(rng, params)
-        stem = f"{i:06d}"
-        _write_image(image, img_dir / f"{stem}.{image_format}", image_format)
-        (lbl_dir / f"{stem}.txt").write_text(_format_labels(boxes, params.imgsz), encoding="utf-8")
-        n_objects += len(boxes)
+def _write_splits(work: Path, params: _Params, counts: dict[str, int], seed: int, image_format: str) -> dict[str, int]:
+    """Render every split's images and label files under ``work``; return the object count per split."""
+    n_objects = {}
+    for split_id, split in enumerate(_SPLITS):
+        img_dir, lbl_dir = work / "images" / split, work / "labels" / split
+        img_dir.mkdir(parents=True, exist_ok=True)
+        lbl_dir.mkdir(parents=True, exist_ok=True)
+        n_objects[split] = 0
+        for i in range(counts[split]):
+            rng = np.random.default_rng(np.random.SeedSequence([seed, split_id, i]))
+            image, boxes = _render_image(rng, params)
+            stem = f"{i:06d}"
+            _write_image(image, img_dir / f"{stem}.{image_format}", image_format)
+            (lbl_dir / f"{stem}.txt").write_text(_format_labels(boxes, params.imgsz), encoding="utf-8")
+            n_objects[split] += len(boxes)
     return n_objects
-
-
-def _write_data_yaml(root: Path, class_names: Sequence[str]) -> Path:
-    """Write the dataset's ``data.yaml`` (atomically) and return its path."""
-    data_yaml = root / "data.yaml"
-    content = {
-        "path": str(root),
-        "train": "images/train",
-        "val": "images/val",
-        "nc": len(class_names),
-        "names": {i: n for i, n in enumerate(class_names)},
-    }
-    _atomic_write_text(data_yaml, yaml.safe_dump(content, sort_keys=False))
-    return data_yaml
 
 
 def check_dataset(data_yaml: str | os.PathLike[str]) -> DatasetSummary:
@@ -283,7 +276,8 @@ def _check_range(name: str, value: Any, lo: float, hi: float, *, integer: bool =
 
 
 def _prepare_out_dir(root: Path, overwrite: bool) -> None:
-    """Create ``root``; refuse (or, with ``overwrite``, clear) a dataset already written there."""
+    """Refuse a non-directory, or a dataset already written in ``root`` unless ``overwrite`` (it is then
+    replaced only once the new one is complete); check that ``root`` can be written."""
     if root.exists() and not root.is_dir():
         raise OutputPathError(f"output {str(root)!r} exists and is not a directory; choose another path", obj=root)
     ours = [root / "images", root / "labels", root / "data.yaml"]
@@ -291,28 +285,7 @@ def _prepare_out_dir(root: Path, overwrite: bool) -> None:
     if present and not overwrite:
         raise OutputPathError(f"{str(root)!r} already holds a dataset ({present[0].name}); pass overwrite=True "
                               "(CLI: --overwrite) or choose an empty directory", obj=root)
-    for p in present:
-        if p.is_dir():
-            shutil.rmtree(p)
-        else:
-            p.unlink()
-    try:
-        root.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise OutputPathError(f"cannot create output directory {str(root)!r} ({e}); choose a writable path",
-                              obj=root) from e
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file in the same folder and ``os.replace``."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    check_output(root, directory=True)
 
 
 def _write_image(image: np.ndarray, path: Path, image_format: str) -> None:

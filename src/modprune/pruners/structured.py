@@ -40,9 +40,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from modprune.config import PruneConfig
+from modprune.config import MAX_ROUND_TO, PruneConfig
 from modprune.detectors.classify import Categories
-from modprune.exceptions import ConfigError, UnreachableTargetError, UnsupportedModelError
+from modprune.exceptions import ConfigError, PluginError, UnreachableTargetError, UnsupportedModelError
 from modprune.importance.base import CHANNELS
 from modprune.measure import count_params
 from modprune.measure.walk import call_model, tensors_of
@@ -84,8 +84,10 @@ class StructuredOptions:
 
     def __post_init__(self) -> None:
         value = self.round_to
-        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
-            raise ConfigError(f"pruner_options round_to must be an integer >= 1 or null, got {value!r}", value)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int)
+                                  or not 1 <= value <= MAX_ROUND_TO):
+            raise ConfigError(f"pruner_options round_to must be an integer in [1, {MAX_ROUND_TO}] or null, "
+                              f"got {value!r}", value)
 
 
 class StructuredPruner(Pruner):
@@ -242,7 +244,7 @@ class _Run:
                     root_module_types=self.roots.types,
                     forward_fn=forward_fn,
                 )
-            except UnsupportedModelError:
+            except (UnsupportedModelError, PluginError):
                 raise
             except Exception as exc:  # torch-pruning and user models fail in many ways; name the module
                 raise unsupported_from(exc, self.model, stack, "tracing") from exc
@@ -329,7 +331,7 @@ class _Run:
                 self.pruner.new_step()
                 plan, trials, estimate = self._choose_plan(step, steps, goal, current, check_final)
                 groups = self.pruner.apply(plan)
-            except (UnsupportedModelError, UnreachableTargetError):
+            except (UnsupportedModelError, UnreachableTargetError, PluginError):
                 raise
             except Exception as exc:  # torch-pruning fails in many ways on unknown layers: name the module
                 raise unsupported_from(exc, self.model, stack, "pruning") from exc

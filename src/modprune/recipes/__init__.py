@@ -68,6 +68,8 @@ def recipe_from_file(path: str | os.PathLike[str]) -> Recipe:
     except (yaml.YAMLError, UnicodeDecodeError) as exc:
         reason = " ".join(str(exc).split())
         raise ConfigError(f"recipe file {str(path)!r} is not valid YAML: {reason}", str(path)) from None
+    except RecursionError:
+        raise ConfigError(f"recipe file {str(path)!r} is nested too deeply to read; flatten it", str(path)) from None
     except OSError as exc:
         raise ConfigError(f"recipe file {str(path)!r} cannot be read: {exc.strerror or exc}", str(path)) from None
     return recipe_from_dict(data, source=str(path))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -28,19 +29,27 @@ def run(args: argparse.Namespace) -> int:
     from modprune.cli.common import check_output
     from modprune.evaluate.compare import CompareOptions, compare_models
     from modprune.evaluate.report import comparison_table, write_report
+    from modprune.exceptions import OutputPathError
+    from modprune.outputs import is_within, staged_outputs
     from modprune.report import category_table
-    from modprune.serialization import atomic_path, load
+    from modprune.serialization import load
 
     options = CompareOptions(
         imgsz=args.imgsz, batch=args.batch, threads=args.threads, rounds=args.rounds, onnx=not args.no_onnx,
         data=args.data, val_imgsz=args.val_imgsz,
     )
-    if args.json_out:
-        check_output(args.json_out, args.models, force=False)
+    inputs = list(args.models)
     if args.data:
         from modprune.data import check_dataset
 
-        check_dataset(args.data)
+        inputs += [args.data, check_dataset(args.data).root]
+    if args.json_out:
+        check_output(args.json_out, inputs, force=False)
+    if args.report:
+        check_output(args.report, inputs, force=True, directory=True)
+        if args.json_out and is_within(args.json_out, args.report):
+            raise OutputPathError(f"--json {args.json_out!r} is inside the --report directory; write it elsewhere",
+                                  args.json_out)
     models, paths = {}, {}
     for path in args.models:
         name = path if path not in models else f"{path}#{len(models)}"
@@ -48,11 +57,14 @@ def run(args: argparse.Namespace) -> int:
         paths[name] = path
     result = compare_models(models, paths=paths, options=options, progress=lambda m: print(m, file=sys.stderr))
     print(comparison_table(result, markdown=False))
+    with staged_outputs() as stage:  # the JSON and the report directory land together or not at all
+        if args.json_out:
+            stage.file(args.json_out).write_text(json.dumps(result, indent=2, default=str))
+        if args.report:
+            cats = {n: category_table(m, api.categorize(m)) for n, m in models.items()}
+            write_report(result, stage.dir(args.report), categories=cats)
     if args.json_out:
-        with atomic_path(args.json_out) as tmp:
-            tmp.write_text(json.dumps(result, indent=2, default=str))
         print(f"wrote {args.json_out}")
     if args.report:
-        cats = {n: category_table(m, api.categorize(m)) for n, m in models.items()}
-        print(f"wrote {write_report(result, args.report, categories=cats)}")
+        print(f"wrote {Path(args.report) / 'report.md'}")
     return 0

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import shutil
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -18,6 +19,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from modprune.outputs import check_output, disk_error
     from modprune.workflows.demo import available_demos, run_demo, select_demo
 
     if args.list:
@@ -30,5 +32,14 @@ def run(args: argparse.Namespace) -> int:
     settings = spec.quick if args.quick else spec.full
     if args.epochs is not None:
         settings = dataclasses.replace(settings, train_epochs=args.epochs)
-    run_demo(args.out, settings, demo=spec, say=print)
+    out = check_output(args.out, directory=True)
+    created = not out.exists()
+    try:
+        run_demo(out, settings, demo=spec, say=print)
+    except BaseException as exc:
+        if created and (isinstance(exc, OSError) or disk_error(exc) is not None):  # a full or read-only disk
+            shutil.rmtree(out, ignore_errors=True)
+        if (disk := disk_error(exc, out)) is not None and disk is not exc:
+            raise disk from exc
+        raise
     return 0

@@ -37,11 +37,10 @@ def run(args: argparse.Namespace) -> int:
 
     if args.epochs < 1:
         raise ConfigError(f"--epochs must be at least 1, got {args.epochs}", args.epochs)
-    inputs = [args.model] + ([args.distill] if args.distill else [])
+    inputs = [args.model, args.distill, args.data, check_dataset(args.data).root]
     out = check_output(args.output, inputs, force=args.force)
-    if out.exists() and not args.force:
-        raise OutputPathError(f"output {str(out)!r} exists; pass --force to replace it", str(out))
-    check_dataset(args.data)
+    if args.runs_dir:  # ultralytics writes its run into RUNS_DIR/finetune
+        check_output(Path(args.runs_dir) / "finetune", inputs, force=True, directory=True)
     model = load(args.model, trust_pickle=args.trust_pickle).float()
     teacher = load(args.distill, trust_pickle=args.trust_pickle).float() if args.distill else None
     with tempfile.TemporaryDirectory(prefix="modprune-finetune-") as tmp:
@@ -58,6 +57,8 @@ def run(args: argparse.Namespace) -> int:
         tuned = finetune(model, args.data, options, teacher=teacher)
     meta = {"finetune": {"data": str(args.data), "epochs": args.epochs, "imgsz": args.imgsz,
                          "distill": args.distill, "seed": args.seed}}
-    save(tuned, out, metadata=meta, overwrite=args.force or not out.exists())
+    if out.exists() and not args.force:
+        raise OutputPathError(f"output {str(out)!r} appeared during fine-tuning; pass --force to replace it", str(out))
+    save(tuned, out, metadata=meta)
     print(f"wrote {out}")
     return 0

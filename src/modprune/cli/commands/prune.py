@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 
 from modprune.cli.common import add_model_args, check_output, example_input, load_model, same_file
 from modprune.exceptions import OutputPathError
@@ -23,24 +24,26 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from modprune import api
-    from modprune.serialization import atomic_path, save
+    from modprune.outputs import staged_outputs
+    from modprune.serialization import save
 
     config = api.load_recipe(args.recipe)
     if args.target is not None:
         config = dataclasses.replace(config, target=args.target)
-    out = check_output(args.output, [args.model], force=args.force)
+    inputs = [args.model] + ([args.recipe] if os.path.exists(args.recipe) else [])
+    out = check_output(args.output, inputs, force=args.force)
     if args.report_json:
         if same_file(args.report_json, out):
             raise OutputPathError(f"--report-json {args.report_json!r} is the model output; choose another path",
                                   args.report_json)
-        check_output(args.report_json, [args.model], force=args.force)
+        check_output(args.report_json, inputs, force=args.force)
     model = load_model(args)
     report = api.prune(model, config, example_inputs=example_input(args.imgsz))
     meta = {"recipe": str(args.recipe), "config": report.config, "report_digest": report.digest()}
-    save(model, out, metadata=meta)
-    if args.report_json:
-        with atomic_path(args.report_json) as tmp:
-            tmp.write_text(json.dumps(report.to_dict(), indent=2))
+    with staged_outputs() as stage:  # the model and the report land together or not at all
+        save(model, stage.file(out), metadata=meta)
+        if args.report_json:
+            stage.file(args.report_json).write_text(json.dumps(report.to_dict(), indent=2))
     print(report.to_markdown())
     print(f"\nwrote {out}")
     return 0

@@ -414,7 +414,9 @@ def finetune(
     keep = _check_masks(work, masks) if masks is not None else (zero_masks(work) if options.keep_zeros else {})
     n_params = sum(p.numel() for p in work.parameters())
     best = BestStateKeeper()
-    with quiet_ultralytics(options.verbose):
+    from modprune.integrations.ultralytics.dataset_guard import guarded_datasets  # noqa: PLC0415
+
+    with quiet_ultralytics(options.verbose), guarded_datasets():  # the dataset is an input: never unpickled or written
         trainer = PrunedModelTrainer(overrides=options.train_args(yaml_path), model=work)
         if keep:
             trainer.add_callback("on_pretrain_routine_end", MaskKeeper(keep))

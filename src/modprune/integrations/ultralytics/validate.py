@@ -152,10 +152,13 @@ def _run_validator(
     """
     from ultralytics.models.yolo.detect import DetectionValidator  # noqa: PLC0415
 
+    from modprune.integrations.ultralytics.dataset_guard import guarded_datasets  # noqa: PLC0415
+
     with contextlib.ExitStack() as stack:
         out = Path(save_dir).expanduser().resolve() if save_dir is not None else Path(
             stack.enter_context(tempfile.TemporaryDirectory(prefix="modprune-val-")))
         stack.enter_context(quiet_ultralytics(verbose))
+        stack.enter_context(guarded_datasets())  # no pickle read from, no file written into, the dataset
         validator = DetectionValidator(save_dir=out, args=args)
         was_training = model.training
         try:
