@@ -107,7 +107,7 @@ def test_target_kind_must_suit_the_method(method: str, kind: str) -> None:
     [
         ("unstructured", {"permanent": "yes"}, "permanent must be true or false"),
         ("unstructured", {"round_to": 8}, "unknown pruner_options round_to; valid: permanent"),
-        ("structured", {"round_to": 0}, "round_to must be an integer >= 1"),
+        ("structured", {"round_to": 0}, "round_to must be an integer in \\[1, 65536\\]"),
         ("structured", {"permanent": False}, "unknown pruner_options permanent; valid: round_to"),
     ],
 )
