@@ -103,7 +103,9 @@ def test_pruned_tokenc3_lsnet_onnx_runs_without_the_plugin(tiny_data, offline_ul
     modprune.prune(model, cfg, example_inputs=torch.zeros(1, 3, 64, 64))
     plugin.deactivate()
     model.eval()
-    assert "modprune-tokenc3-lsnet" in modprune.integrations.ultralytics.portable.required_packages(model)
+    from modprune.integrations.ultralytics.portable import required_packages
+
+    assert "modprune-tokenc3-lsnet" in required_packages(model)
     res = export_model(model, tmp_path / "tokenc3.onnx", imgsz=64)
     x = torch.rand(1, 3, 64, 64)
     with torch.no_grad():
@@ -174,3 +176,28 @@ def test_bad_export_arguments_give_one_line_and_write_nothing(argv, message, tmp
     err = capsys.readouterr().err.strip().splitlines()
     assert rc != 0 and len(err) == 1 and message in err[0], err
     assert sorted(tmp_path.rglob("*")) == before
+
+
+@pytest.mark.slow
+def test_compare_int8_rows_time_and_validate_the_exported_graphs(yolov8n, tiny_data, offline_ultralytics):
+    from modprune.evaluate.compare import CompareOptions, compare_models
+    from modprune.evaluate.report import comparison_table
+
+    opts = CompareOptions(imgsz=64, threads=1, rounds=3, warmup=1, data=str(tiny_data), val_imgsz=64, int8=True,
+                          calibration_images=4)
+    result = compare_models({"base": yolov8n}, options=opts)
+    rows = {r["name"]: r for r in result["rows"]}
+    assert list(rows) == ["base", "base int8"]
+    assert rows["base"]["quantization"] == "fp32" and rows["base int8"]["quantization"] == "int8"
+    for row in rows.values():
+        assert row["ort_median_ms"] > 0 and 0.0 <= row["mAP50"] <= 1.0
+    assert rows["base int8"]["file_bytes"] < rows["base"]["dense_fp16_bytes"]
+    assert "base int8" in comparison_table(result)
+
+
+def test_compare_int8_needs_data():
+    from modprune.evaluate.compare import CompareOptions
+    from modprune.exceptions import ConfigError
+
+    with pytest.raises(ConfigError, match="int8 rows need"):
+        CompareOptions(int8=True)
