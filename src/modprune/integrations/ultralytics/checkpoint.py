@@ -152,10 +152,21 @@ def load_model(path: Path, trust_pickle: bool) -> nn.Module | None:
     if not isinstance(model, nn.Module):
         return None
     model = _unfreeze(model.float())
+    _resplit(model, ckpt.get("modprune"))
     train_args = ckpt.get("train_args")
     if isinstance(train_args, Mapping) and not getattr(model, "args", None):
         model.args = dict(train_args)
     return model.eval()
+
+
+def _resplit(model: nn.Module, meta: Any) -> None:
+    """Blocks saved as ultralytics classes for portability become split blocks again (exact: the merged
+    ``cv1`` is sliced back into the same two halves), so save/load round-trips a pruned model."""
+    names = meta.get("stock_blocks") if isinstance(meta, Mapping) else None
+    if names:
+        from modprune.integrations.ultralytics.rewrite import rewrite_blocks  # noqa: PLC0415
+
+        rewrite_blocks(model, only=set(names))
 
 
 def _unfreeze(model: nn.Module) -> nn.Module:
@@ -220,16 +231,18 @@ def _portable(model: nn.Module, metadata: Mapping[str, Any]) -> tuple[nn.Module,
     from modprune.integrations.ultralytics.portable import required_packages, to_stock_blocks  # noqa: PLC0415
 
     float32 = next(model.parameters()).dtype == torch.float32
+    converted: list[str] = []
     if any(isinstance(m, SplitBlock) for m in model.modules()):
         saved = _float_copy(model)
-        to_stock_blocks(saved)
+        to_stock_blocks(saved, converted)
     else:
         saved = model if float32 else _float_copy(model)
     requires = required_packages(saved)
     if requires:
         log.info("%s pickles classes of %s: loading it needs 'pip install %s' beside ultralytics",
                  type(model).__name__, ", ".join(requires), " ".join(requires))
-    return saved, {**dict(metadata), "requires": requires, "portable": not requires}
+    meta = {**dict(metadata), "requires": requires, "portable": not requires, "stock_blocks": sorted(converted)}
+    return saved, meta
 
 
 def _float_copy(model: nn.Module) -> nn.Module:

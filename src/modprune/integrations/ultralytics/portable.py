@@ -84,9 +84,10 @@ def _as_stock(block: SplitBlock) -> nn.Module | None:
     return inst
 
 
-def to_stock_blocks(model: nn.Module) -> list[str]:
+def to_stock_blocks(model: nn.Module, converted: list[str] | None = None) -> list[str]:
     """Replace, in place, every split block whose halves have equal widths by its ultralytics class.
 
+    :param converted: when given, the names of the blocks replaced are appended to it.
     :return: qualified names of the split blocks left as modprune classes (unequal halves).
     """
     kept: list[str] = []
@@ -98,6 +99,8 @@ def to_stock_blocks(model: nn.Module) -> list[str]:
             continue
         parent, _, attr = name.rpartition(".")
         setattr(model.get_submodule(parent), attr, stock)
+        if converted is not None:
+            converted.append(name)
     LOG.debug("stock blocks restored; %d split blocks kept: %s", len(kept), kept)
     return sorted(kept)
 
