@@ -113,10 +113,23 @@ def bench_section(bench: dict[str, Any]) -> list[str]:
     return out
 
 
+def deploy_section(table_md: Path) -> list[str]:
+    """The four-row deployment table written by benchmarks/deploy_table.py (its JSON beside it gives the setup)."""
+    meta = json.loads(table_md.with_suffix(".json").read_text())["args"]
+    return ["## Deployment: dense / pruned, fp32 / INT8 (exported files)", "",
+            f"`python benchmarks/deploy_table.py --base {meta['base']} --pruned {meta['pruned']} --data {meta['data']} "
+            f"--imgsz {meta['imgsz']} --threads {meta['threads']} --rounds {meta['rounds']} "
+            f"--calib-images {meta['calib_images']}{' --openvino' if meta['openvino'] else ''}`. Files from "
+            "ultralytics' exporter; INT8: ONNX Runtime static QDQ, per-channel weights (OpenVINO: NNCF). Latency: "
+            f"batch 1, {meta['imgsz']} px, {meta['threads']} thread(s), interleaved rounds; mAP: `YOLO(file).val`.",
+            "", table_md.read_text().strip()]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--demo", required=True, help="demo.json written by `modprune demo`")
     parser.add_argument("--bench", help="pytest-benchmark JSON (--benchmark-json)")
+    parser.add_argument("--deploy", help="deploy_table.md written by benchmarks/deploy_table.py (JSON beside it)")
     parser.add_argument("-o", "--output", default="docs/results.md")
     args = parser.parse_args()
     demo = json.loads(Path(args.demo).read_text())
@@ -126,6 +139,8 @@ def main() -> None:
              f"`python benchmarks/make_results.py --demo {args.demo}"
              + (f" --bench {args.bench}" if args.bench else "") + "`.", ""]
     lines += demo_section(demo)
+    if args.deploy:
+        lines += [""] + deploy_section(Path(args.deploy))
     if args.bench:
         lines += [""] + bench_section(json.loads(Path(args.bench).read_text()))
     Path(args.output).write_text("\n".join(lines) + "\n")

@@ -34,7 +34,7 @@ import yaml
 from modprune.exceptions import ConfigError, DatasetError, OutputPathError
 from modprune.outputs import check_output, staged_outputs
 
-__all__ = ["generate_dataset", "check_dataset", "DatasetSummary", "IMAGE_FORMATS"]
+__all__ = ["generate_dataset", "check_dataset", "dataset_images", "DatasetSummary", "IMAGE_FORMATS"]
 
 LOG = logging.getLogger(__name__)
 
@@ -219,6 +219,30 @@ def check_dataset(data_yaml: str | os.PathLike[str]) -> DatasetSummary:
         raise DatasetError(f"the training split of {str(yaml_path)!r} has {images['train']} images but no "
                            "labelled object; add label files under labels/train", obj=yaml_path)
     return DatasetSummary(root=root, nc=nc, names=tuple(names), images=images, objects=objects)
+
+
+def dataset_images(data_yaml: str | os.PathLike[str], split: str = "train") -> list[Path]:
+    """The image files of one split of a YOLO dataset (sorted), resolved as :func:`check_dataset` does.
+
+    Raises:
+        DatasetError: the yaml is missing or malformed, or the split has no entry or no image.
+    """
+    yaml_path = Path(data_yaml).expanduser()
+    if not yaml_path.is_file():
+        raise DatasetError(f"dataset yaml {str(yaml_path)!r} does not exist; pass the data.yaml of a YOLO "
+                           "dataset (e.g. one written by 'modprune data synth DIR')", obj=yaml_path)
+    try:
+        data = yaml.safe_load(yaml_path.read_text(encoding="utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError) as e:
+        raise DatasetError(f"dataset yaml {str(yaml_path)!r} is not valid YAML ({e}); fix its syntax",
+                           obj=yaml_path) from e
+    if not isinstance(data, dict) or not data.get(split):
+        raise DatasetError(f"dataset yaml {str(yaml_path)!r} has no {split!r} entry; add "
+                           f"'{split}: images/{split}' (relative to 'path')", obj=yaml_path)
+    files = _split_images(_dataset_root(data, yaml_path), data[split], split, yaml_path)
+    if not files:
+        raise DatasetError(f"the {split!r} split of {str(yaml_path)!r} holds no image", obj=yaml_path)
+    return files
 
 
 # --------------------------------------------------------------------------------------------------

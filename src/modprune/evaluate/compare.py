@@ -33,7 +33,13 @@ Progress = Callable[[str], None]
 
 @dataclass(frozen=True)
 class CompareOptions:
-    """How to compare. ``data`` enables accuracy (needs the ultralytics integration)."""
+    """How to compare. ``data`` enables accuracy (needs the ultralytics integration).
+
+    ONNX Runtime times the graph users deploy: for ultralytics models (batch 1) the file ultralytics'
+    exporter writes (fused, as ``yolo export``), for other models modprune's own export. ``int8`` adds a
+    ``"<name> int8"`` row per model (ONNX Runtime static INT8 calibrated on ``calibration_images``
+    training images of ``data``; its mAP comes from ``YOLO(file).val``).
+    """
 
     imgsz: int = 640
     batch: int = 1
@@ -44,6 +50,8 @@ class CompareOptions:
     data: str | None = None
     val_imgsz: int | None = None
     val_batch: int = 16
+    int8: bool = False
+    calibration_images: int = 64
 
     def __post_init__(self) -> None:
         for name in ("imgsz", "batch", "threads", "rounds", "val_batch"):
@@ -52,6 +60,9 @@ class CompareOptions:
                 raise ConfigError(f"{name} must be a positive integer, got {value!r}", value)
         if self.rounds < 3:
             raise ConfigError(f"rounds must be at least 3 to report a spread, got {self.rounds}", self.rounds)
+        if self.int8 and not (self.onnx and self.data and self.batch == 1):
+            raise ConfigError("int8 rows need ONNX timing, batch 1 and a dataset (calibration images and "
+                              "accuracy): pass data and keep onnx on", self.int8)
         if isinstance(self.warmup, bool) or not isinstance(self.warmup, int) or self.warmup < 0:
             raise ConfigError(f"warmup must be an integer >= 0, got {self.warmup!r}", self.warmup)
 
@@ -92,14 +103,31 @@ def _latency_rows(result: Mapping[str, Any], prefix: str) -> dict[str, dict[str,
     return rows
 
 
-def _onnx_sessions(models: Mapping[str, nn.Module], opts: CompareOptions, workdir: Path) -> dict[str, Any]:
-    from modprune.evaluate.onnx_export import export_onnx, ort_session
+def _export_one(model: nn.Module, path: Path, opts: CompareOptions, int8: bool) -> Path:
+    """The graph users deploy: ultralytics' exporter for ultralytics models, modprune's otherwise."""
+    from modprune.evaluate.export import export_model  # noqa: PLC0415
+    from modprune.evaluate.onnx_export import export_onnx  # noqa: PLC0415
+    from modprune.integrations.ultralytics.checkpoint import is_ultralytics_model  # noqa: PLC0415
 
-    sessions = {}
+    if (is_ultralytics_model(model) and opts.batch == 1) or int8:
+        return export_model(model, path, imgsz=opts.imgsz, int8=int8, data=opts.data,
+                            calibration_images=opts.calibration_images).path
+    return export_onnx(model, path, opts.imgsz, batch=opts.batch)
+
+
+def _onnx_sessions(models: Mapping[str, nn.Module], opts: CompareOptions, workdir: Path,
+                   say: Progress) -> tuple[dict[str, Any], dict[str, Path]]:
+    """ONNX Runtime sessions and exported files: one per model, plus ``"<name> int8"`` with ``opts.int8``."""
+    from modprune.evaluate.onnx_export import ort_session  # noqa: PLC0415
+
+    sessions, files = {}, {}
     for name, model in models.items():
-        path = export_onnx(model, workdir / f"{len(sessions)}.onnx", opts.imgsz, batch=opts.batch)
-        sessions[name] = ort_session(path, opts.threads)
-    return sessions
+        for int8 in (False, True) if opts.int8 else (False,):
+            key = f"{name} int8" if int8 else name
+            say(f"[export {len(files) + 1}] {key}")
+            files[key] = _export_one(model, workdir / f"{len(files)}{'_int8' if int8 else ''}.onnx", opts, int8)
+            sessions[key] = ort_session(files[key], opts.threads)
+    return sessions, files
 
 
 def compare_models(
@@ -140,12 +168,16 @@ def compare_models(
             rows[name].update(row)
         if options.onnx:
             say("[latency] exporting to ONNX and timing ONNX Runtime")
-            sessions = _onnx_sessions(models, options, workdir)
+            sessions, files = _onnx_sessions(models, options, workdir, say)
             ort_lat = measure_latency(sessions, x, warmup=options.warmup, rounds=options.rounds, baseline=names[0])
+            _add_int8_rows(rows, names, files)
             for name, row in _latency_rows(ort_lat, "ort").items():
                 rows[name].update(row)
         if options.data:
             _accuracy(models, rows, options, say)
+            if options.int8:
+                _exported_accuracy({k: v for k, v in files.items() if k.endswith(" int8")}, rows, options, say)
+        names = [k for n in names for k in (n, f"{n} int8") if k in rows]
     return {
         "base": names[0],
         "options": asdict(options),
@@ -163,4 +195,25 @@ def _accuracy(models: Mapping[str, nn.Module], rows: dict[str, dict[str, Any]], 
     for i, (name, model) in enumerate(models.items(), 1):
         say(f"[accuracy {i}/{len(models)}] {name}: validating on {opts.data} at {imgsz}px")
         metrics = validate(model, opts.data, imgsz=imgsz, batch=opts.val_batch)
+        rows[name].update({"mAP50": metrics["mAP50"], "mAP50-95": metrics["mAP50-95"]})
+
+
+def _add_int8_rows(rows: dict[str, dict[str, Any]], names: list[str], files: Mapping[str, Path]) -> None:
+    """A row per INT8 graph: the counts of its float model, the INT8 file's size."""
+    for name in names:
+        key = f"{name} int8"
+        if key in files:
+            rows[key] = {**rows[name], "name": key, "path": None, "quantization": "int8",
+                         "file_bytes": files[key].stat().st_size}
+            rows[name]["quantization"] = "fp32"
+
+
+def _exported_accuracy(files: Mapping[str, Path], rows: dict[str, dict[str, Any]], opts: CompareOptions,
+                       say: Progress) -> None:
+    from modprune.integrations.ultralytics.validate import validate_exported  # noqa: PLC0415
+
+    imgsz = opts.imgsz  # an exported graph has a fixed input size
+    for i, (name, path) in enumerate(files.items(), 1):
+        say(f"[accuracy {i}/{len(files)}] {name}: validating the exported file on {opts.data} at {imgsz}px")
+        metrics = validate_exported(path, opts.data, imgsz=imgsz)
         rows[name].update({"mAP50": metrics["mAP50"], "mAP50-95": metrics["mAP50-95"]})

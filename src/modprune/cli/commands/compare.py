@@ -18,6 +18,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--threads", type=int, default=2, help="threads for PyTorch and ONNX Runtime (default 2)")
     p.add_argument("--rounds", type=int, default=20, help="interleaved timing rounds (default 20)")
     p.add_argument("--no-onnx", action="store_true", help="skip ONNX Runtime timing")
+    p.add_argument("--int8", action="store_true", help="add an ONNX Runtime INT8 row per model (needs --data)")
+    p.add_argument("--calib-images", type=int, default=64, help="INT8 calibration images (default 64)")
     p.add_argument("--json", dest="json_out", help="write the raw results as JSON here")
     p.add_argument("--report", help="write report.md, report.json and plots into this directory")
     p.add_argument("--trust-pickle", action="store_true", help="allow checkpoints that need arbitrary pickle code")
@@ -36,7 +38,7 @@ def run(args: argparse.Namespace) -> int:
 
     options = CompareOptions(
         imgsz=args.imgsz, batch=args.batch, threads=args.threads, rounds=args.rounds, onnx=not args.no_onnx,
-        data=args.data, val_imgsz=args.val_imgsz,
+        data=args.data, val_imgsz=args.val_imgsz, int8=args.int8, calibration_images=args.calib_images,
     )
     inputs = list(args.models)
     if args.data:

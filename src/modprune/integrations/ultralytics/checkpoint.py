@@ -189,10 +189,21 @@ def load_model(path: Path, trust_pickle: bool) -> nn.Module | None:
     if not isinstance(model, nn.Module):
         return None
     model = _unfreeze(model.float())
+    _resplit(model, ckpt.get("modprune"))
     train_args = ckpt.get("train_args")
     if isinstance(train_args, Mapping) and not getattr(model, "args", None):
         model.args = dict(train_args)
     return model.eval()
+
+
+def _resplit(model: nn.Module, meta: Any) -> None:
+    """Blocks saved as ultralytics classes for portability become split blocks again (exact: the merged
+    ``cv1`` is sliced back into the same two halves), so save/load round-trips a pruned model."""
+    names = meta.get("stock_blocks") if isinstance(meta, Mapping) else None
+    if names:
+        from modprune.integrations.ultralytics.rewrite import rewrite_blocks  # noqa: PLC0415
+
+        rewrite_blocks(model, only=set(names))
 
 
 def _unfreeze(model: nn.Module) -> nn.Module:
@@ -228,6 +239,7 @@ def save_checkpoint(model: nn.Module, path: Path, metadata: Mapping[str, Any]) -
     was_training = model.training
     model.eval()
     try:
+        saved, meta = _portable(model, metadata)
         ckpt = {
             "date": datetime.datetime.now().isoformat(),
             "version": ultralytics.__version__,
@@ -235,18 +247,39 @@ def save_checkpoint(model: nn.Module, path: Path, metadata: Mapping[str, Any]) -
             "docs": "https://docs.ultralytics.com",
             "epoch": -1,
             "best_fitness": None,
-            "model": model if next(model.parameters()).dtype == torch.float32 else _float_copy(model),
+            "model": saved,
             "ema": None,
             "updates": None,
             "optimizer": None,
             "train_args": _train_args(model),
             "train_metrics": {},
             "train_results": {},
-            "modprune": dict(metadata),
+            "modprune": meta,
         }
         torch.save(ckpt, path)
     finally:
         model.train(was_training)
+
+
+def _portable(model: nn.Module, metadata: Mapping[str, Any]) -> tuple[nn.Module, dict[str, Any]]:
+    """The float32 model to pickle, with split blocks of equal halves written as ultralytics' own classes,
+    and the metadata completed with ``requires`` (the distributions a loader needs beyond ultralytics)."""
+    from modprune.integrations.ultralytics.blocks import SplitBlock  # noqa: PLC0415
+    from modprune.integrations.ultralytics.portable import required_packages, to_stock_blocks  # noqa: PLC0415
+
+    float32 = next(model.parameters()).dtype == torch.float32
+    converted: list[str] = []
+    if any(isinstance(m, SplitBlock) for m in model.modules()):
+        saved = _float_copy(model)
+        to_stock_blocks(saved, converted)
+    else:
+        saved = model if float32 else _float_copy(model)
+    requires = required_packages(saved)
+    if requires:
+        log.info("%s pickles classes of %s: loading it needs 'pip install %s' beside ultralytics",
+                 type(model).__name__, ", ".join(requires), " ".join(requires))
+    meta = {**dict(metadata), "requires": requires, "portable": not requires, "stock_blocks": sorted(converted)}
+    return saved, meta
 
 
 def _float_copy(model: nn.Module) -> nn.Module:

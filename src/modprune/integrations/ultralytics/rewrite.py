@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import sys
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Collection
 
 import torch
 from torch import nn
@@ -117,17 +117,19 @@ def _builder_for(module: nn.Module, rules: list[tuple[type, Callable[..., torch.
     return None
 
 
-def rewrite_blocks(model: nn.Module) -> list[Rewrite]:
+def rewrite_blocks(model: nn.Module, only: Collection[str] | None = None) -> list[Rewrite]:
     """Replace, in place, every ultralytics block whose ``cv1`` output is split by its split equivalent.
 
     A model that contains no ultralytics module is returned untouched (without importing ultralytics).
+    ``only`` limits the rewrite to those qualified names.
 
     :return: what was replaced, by qualified name.
     """
     if "ultralytics" not in sys.modules:
         return []
     rules = _rules()
-    targets = [(name, module) for name, module in model.named_modules() if name and _builder_for(module, rules)]
+    targets = [(name, module) for name, module in model.named_modules() if name and _builder_for(module, rules)
+               and (only is None or name in only)]
     targets.sort(key=lambda item: item[0].count("."), reverse=True)  # innermost first
     done: list[Rewrite] = []
     for name, block in targets:

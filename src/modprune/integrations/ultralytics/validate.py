@@ -18,7 +18,7 @@ from torch import nn
 
 from modprune.exceptions import ConfigError, DatasetError, UnsupportedModelError
 
-__all__ = ["validate", "METRIC_KEYS", "detect_head", "quiet_ultralytics"]
+__all__ = ["validate", "validate_exported", "METRIC_KEYS", "detect_head", "quiet_ultralytics"]
 
 LOG = logging.getLogger(__name__)
 
@@ -170,6 +170,46 @@ def _run_validator(
         finally:
             model.train(was_training)
     return stats, validator.speed
+
+
+def validate_exported(
+    path: str | os.PathLike[str],
+    data_yaml: str | os.PathLike[str],
+    *,
+    imgsz: int,
+    split: str = "val",
+    offline: bool = True,
+    verbose: bool = False,
+) -> dict[str, Any]:
+    """Detection metrics of an exported file (ONNX, TorchScript, OpenVINO folder) through ``YOLO(path).val``,
+    the way a user who deploys it validates it. Keys as :func:`validate` (``speed_ms`` included).
+
+    Raises:
+        DatasetError: the dataset is missing or malformed.
+        ConfigError: an argument is out of range.
+    """
+    _check_args(imgsz=imgsz, batch=1, iou=0.7, conf=None, split=split, workers=0)
+    yaml_path = Path(data_yaml).expanduser().resolve()
+    from modprune.data import check_dataset  # noqa: PLC0415
+
+    check_dataset(yaml_path)
+    if offline:
+        from modprune.integrations.ultralytics.offline import ensure_offline  # noqa: PLC0415
+
+        ensure_offline()
+    from ultralytics import YOLO  # noqa: PLC0415
+
+    with tempfile.TemporaryDirectory(prefix="modprune-val-") as out, quiet_ultralytics(verbose):
+        metrics = YOLO(str(path), task="detect").val(
+            data=str(yaml_path), imgsz=int(imgsz), batch=1, device="cpu", split=split, plots=False, save_json=False,
+            verbose=verbose, workers=0, project=out, name="val")
+    stats = metrics.results_dict
+    result: dict[str, Any] = {ours: float(stats[theirs]) for ours, theirs in METRIC_KEYS.items()}
+    result["fitness"] = float(stats.get("fitness", 0.0))
+    result["speed_ms"] = {k: float(v) for k, v in metrics.speed.items()}
+    LOG.info("validation of %s on %s: mAP50 %.4f, mAP50-95 %.4f", path, yaml_path.name, result["mAP50"],
+             result["mAP50-95"])
+    return result
 
 
 def _check_args(*, imgsz: Any, batch: Any, iou: Any, conf: Any, split: Any, workers: Any) -> None:
