@@ -191,15 +191,7 @@ def check_dataset(data_yaml: str | os.PathLike[str]) -> DatasetSummary:
     Raises:
         DatasetError: naming the file (and line) at fault and what to fix.
     """
-    yaml_path = Path(data_yaml).expanduser()
-    if not yaml_path.is_file():
-        raise DatasetError(f"dataset yaml {str(yaml_path)!r} does not exist; pass the data.yaml of a YOLO "
-                           "dataset (e.g. one written by 'modprune data synth DIR')", obj=yaml_path)
-    try:
-        data = yaml.safe_load(yaml_path.read_text(encoding="utf-8"))
-    except (yaml.YAMLError, UnicodeDecodeError) as e:
-        raise DatasetError(f"dataset yaml {str(yaml_path)!r} is not valid YAML ({e}); fix its syntax",
-                           obj=yaml_path) from e
+    yaml_path, data = _read_data_yaml(data_yaml)
     if not isinstance(data, dict):
         raise DatasetError(f"dataset yaml {str(yaml_path)!r} must be a mapping with keys path, train, val, "
                            f"names; got {type(data).__name__}", obj=yaml_path)
@@ -227,15 +219,7 @@ def dataset_images(data_yaml: str | os.PathLike[str], split: str = "train") -> l
     Raises:
         DatasetError: the yaml is missing or malformed, or the split has no entry or no image.
     """
-    yaml_path = Path(data_yaml).expanduser()
-    if not yaml_path.is_file():
-        raise DatasetError(f"dataset yaml {str(yaml_path)!r} does not exist; pass the data.yaml of a YOLO "
-                           "dataset (e.g. one written by 'modprune data synth DIR')", obj=yaml_path)
-    try:
-        data = yaml.safe_load(yaml_path.read_text(encoding="utf-8"))
-    except (yaml.YAMLError, UnicodeDecodeError) as e:
-        raise DatasetError(f"dataset yaml {str(yaml_path)!r} is not valid YAML ({e}); fix its syntax",
-                           obj=yaml_path) from e
+    yaml_path, data = _read_data_yaml(data_yaml)
     if not isinstance(data, dict) or not data.get(split):
         raise DatasetError(f"dataset yaml {str(yaml_path)!r} has no {split!r} entry; add "
                            f"'{split}: images/{split}' (relative to 'path')", obj=yaml_path)
@@ -243,6 +227,19 @@ def dataset_images(data_yaml: str | os.PathLike[str], split: str = "train") -> l
     if not files:
         raise DatasetError(f"the {split!r} split of {str(yaml_path)!r} holds no image", obj=yaml_path)
     return files
+
+
+def _read_data_yaml(data_yaml: str | os.PathLike[str]) -> tuple[Path, Any]:
+    """(the yaml's path, its parsed content); DatasetError when it is missing or not valid YAML."""
+    yaml_path = Path(data_yaml).expanduser()
+    if not yaml_path.is_file():
+        raise DatasetError(f"dataset yaml {str(yaml_path)!r} does not exist; pass the data.yaml of a YOLO "
+                           "dataset (e.g. one written by 'modprune data synth DIR')", obj=yaml_path)
+    try:
+        return yaml_path, yaml.safe_load(yaml_path.read_text(encoding="utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError) as e:
+        raise DatasetError(f"dataset yaml {str(yaml_path)!r} is not valid YAML ({e}); fix its syntax",
+                           obj=yaml_path) from e
 
 
 # --------------------------------------------------------------------------------------------------
