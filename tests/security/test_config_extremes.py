@@ -39,7 +39,7 @@ def test_deeply_nested_recipe_yaml(tmp_path: Path, depth: int) -> None:
         {"seed": 2**64},
         {"seed": 10**400},
         {"steps": 10**400},
-        {"round_to": 10**400, "method": "structured"},
+        {"pruner_options": {"round_to": 10**400}, "method": "structured"},
         {"importance_options": {"alpha": 10**400}},
         {"importance_options": {"alpha": float("nan")}},
         {"importance_options": {1: 0.5}},

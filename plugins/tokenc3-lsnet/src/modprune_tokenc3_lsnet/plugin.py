@@ -141,7 +141,7 @@ def modprune_register_safe_globals() -> list[type]:
 
 @hookimpl
 def modprune_register_model_modules() -> list[type]:
-    from modprune.integrations.ultralytics.offline import ensure_offline
+    from modprune.integrations.ultralytics import ensure_offline
 
     ensure_offline()  # before the parser module imports ultralytics
     from modprune_tokenc3_lsnet.parse import PLUGIN_LAYERS

@@ -51,6 +51,19 @@ def _require(module: str, extra: str) -> None:
                           f"'pip install modprune[{extra}]' (or 'pip install {module}')", obj=module)
 
 
+def _check_format(format: str, int8: bool) -> None:  # noqa: A002
+    """ConfigError for an unknown format or a missing package the format needs."""
+    if format not in ULTRALYTICS_FORMATS:
+        raise ConfigError(f"unknown export format {format!r}; choose one of {', '.join(ULTRALYTICS_FORMATS)}",
+                          obj=format)
+    if format == "onnx":
+        _require("onnx", "onnx")
+    if format == "openvino":
+        _require("openvino", "openvino")
+        if int8:
+            _require("nncf", "openvino")
+
+
 def ultralytics_export(
     model: nn.Module,
     workdir: str | Path,
@@ -82,15 +95,7 @@ def ultralytics_export(
         ConfigError: an unknown format, or a package the format needs is missing.
         UnsupportedModelError: ultralytics' exporter failed on this model.
     """
-    if format not in ULTRALYTICS_FORMATS:
-        raise ConfigError(f"unknown export format {format!r}; choose one of {', '.join(ULTRALYTICS_FORMATS)}",
-                          obj=format)
-    if format == "onnx":
-        _require("onnx", "onnx")
-    if format == "openvino":
-        _require("openvino", "openvino")
-        if int8:
-            _require("nncf", "openvino")
+    _check_format(format, int8)
     from modprune.integrations.ultralytics.offline import ensure_offline  # noqa: PLC0415
     from modprune.integrations.ultralytics.validate import quiet_ultralytics  # noqa: PLC0415
 
