@@ -430,6 +430,7 @@ class FinetuneOptions:
         }
         if self.lr0 is not None:
             args["lr0"] = float(self.lr0)
+        args.setdefault("deterministic", True)  # same seed, same machine -> same weights (see docs/results.md)
         return args
 
 
