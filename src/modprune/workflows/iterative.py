@@ -158,12 +158,7 @@ def prune_iteratively(
     config = dataclasses.replace(api.resolve_config(config, pm), steps=1)
     kind = str(config.target_kind)
     run = _Checkpoints(checkpoint_dir, config, steps) if checkpoint_dir is not None else None
-    state = run.start(model, resume, pm) if run is not None else None
-    if state is not None:
-        model, original, records = state
-    else:
-        original, records = measure(model, kind, example_inputs, pm), []
-    teacher = run.teacher(pm) if run is not None and distill else (copy.deepcopy(model) if distill else None)
+    model, original, records, teacher = _start(model, kind, example_inputs, run, resume, distill, pm)
     tune = finetune_fn or _builtin_finetune(data, options, teacher, distill)
     result = IterativeResult(model, config.target, kind, list(records), resumed_from=len(records))
     for k in range(len(records) + 1, steps + 1):
@@ -173,6 +168,18 @@ def prune_iteratively(
     LOG.info("iterative pruning: %d steps, %s reduction %.4f (target %.4f)", steps, kind, result.achieved,
              config.target)
     return result
+
+
+def _start(model: nn.Module, kind: str, example_inputs: Any, run: _Checkpoints | None, resume: bool,
+           distill: bool | str, pm: Any) -> tuple[nn.Module, float, list[StepRecord], nn.Module | None]:
+    """(model, original amount, finished steps, teacher) for a fresh or resumed run."""
+    state = run.start(model, resume, pm) if run is not None else None
+    if state is not None:
+        model, original, records = state
+    else:
+        original, records = measure(model, kind, example_inputs, pm), []
+    teacher = run.teacher(pm) if run is not None and distill else (copy.deepcopy(model) if distill else None)
+    return model, original, records, teacher
 
 
 def _one_step(model: nn.Module, config: PruneConfig, k: int, steps: int, original: float, example_inputs: Any,
