@@ -16,9 +16,26 @@ from typing import Any, Callable, Sequence
 from modprune.exceptions import ConfigError
 from modprune.serialization import atomic_path
 
-__all__ = ["parse_seeds", "run_demo_seeds", "summarise"]
+__all__ = ["environment", "parse_seeds", "run_demo_seeds", "summarise"]
 
 METRICS = ("mAP50", "mAP50-95")
+
+
+def environment() -> dict[str, Any]:
+    """What else decides the bits of a result besides the seed: package versions and torch's thread count."""
+    import importlib.metadata as md  # noqa: PLC0415
+    import platform  # noqa: PLC0415
+
+    import torch  # noqa: PLC0415
+
+    versions = {}
+    for name in ("torch", "ultralytics", "numpy", "opencv-python", "opencv-python-headless", "torch-pruning"):
+        try:
+            versions[name] = md.version(name)
+        except md.PackageNotFoundError:
+            continue
+    return {"versions": versions, "torch_threads": torch.get_num_threads(), "python": platform.python_version(),
+            "machine": platform.machine()}
 
 
 def parse_seeds(text: str) -> list[int]:
