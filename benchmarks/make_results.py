@@ -123,6 +123,19 @@ def deploy_section(table_md: Path) -> list[str]:
             "ultralytics' exporter; INT8: ONNX Runtime static QDQ, per-channel weights (OpenVINO: NNCF). Latency: "
             f"batch 1, {meta['imgsz']} px, {meta['threads']} thread(s), interleaved rounds; mAP: `YOLO(file).val`.",
             "", table_md.read_text().strip()]
+def distill_section(record: dict[str, Any]) -> list[str]:
+    """Output- vs feature-level distillation (``benchmarks/distill_compare.py``'s distill.json)."""
+    s = record["settings"]
+    out = ["## Distillation: output-level vs feature-level (`benchmarks/distill_compare.py`)", "",
+           f"A **small** run: synthetic data, one class, {s['n_train']} training / {s['n_val']} validation images at "
+           f"{s['imgsz']} px; yolov8n (nc=1) trained {s['base_epochs']} epochs from scratch, pruned structurally "
+           f"({100 * record['macs_removed']:.1f}% of the MACs, L2), then fine-tuned {s['ft_epochs']} epochs from the "
+           f"same pruned weights per mode, teacher the unpruned base, seed {s['seed']} everywhere, "
+           f"{record['torch_threads']} torch thread(s), {record['seconds'] / 60:.1f} min in all. One seed: differences "
+           "of a point or two are within what another seed could give.", "",
+           "| model | mAP50 | mAP50-95 |", "|---|---:|---:|"]
+    out += [f"| {k} | {v['mAP50']:.4f} | {v['mAP50-95']:.4f} |" for k, v in record["results"].items()]
+    return out
 
 
 def main() -> None:
@@ -130,6 +143,7 @@ def main() -> None:
     parser.add_argument("--demo", required=True, help="demo.json written by `modprune demo`")
     parser.add_argument("--bench", help="pytest-benchmark JSON (--benchmark-json)")
     parser.add_argument("--deploy", help="deploy_table.md written by benchmarks/deploy_table.py (JSON beside it)")
+    parser.add_argument("--distill", help="distill.json written by benchmarks/distill_compare.py")
     parser.add_argument("-o", "--output", default="docs/results.md")
     args = parser.parse_args()
     demo = json.loads(Path(args.demo).read_text())
@@ -143,6 +157,8 @@ def main() -> None:
         lines += [""] + deploy_section(Path(args.deploy))
     if args.bench:
         lines += [""] + bench_section(json.loads(Path(args.bench).read_text()))
+    if args.distill:
+        lines += [""] + distill_section(json.loads(Path(args.distill).read_text()))
     Path(args.output).write_text("\n".join(lines) + "\n")
     print(f"wrote {args.output}")
 

@@ -290,6 +290,9 @@ def _compare(run: _Run) -> dict[str, Any]:
         "all": {k: {m: v[m] for m in ("mAP50", "mAP50-95")} for k, v in metrics.items()},
     }
     result["settings"] = _settings_record(run)
+    from modprune.workflows.seeds import environment  # noqa: PLC0415 - what besides the seed fixes the bits
+
+    result["environment"] = environment()
     result["prune_reports"] = {name: report.to_dict() for name, report in run.reports.items()}
     return result
 

@@ -1,4 +1,4 @@
-"""``modprune demo [--demo NAME] [--list] [--quick] [--out DIR] [--epochs N]``: the end-to-end demo
+"""``modprune demo [--demo NAME] [--list] [--quick] [--out DIR] [--epochs N] [--seeds 0,1,2]``: the end-to-end demo
 (see modprune.workflows.demo). Plugins offer demos through ``modprune_register_demos``."""
 
 from __future__ import annotations
@@ -15,6 +15,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--quick", action="store_true", help="a much smaller run for a first look (a few minutes)")
     p.add_argument("--out", default="demo-output", help="output directory (default demo-output)")
     p.add_argument("--epochs", type=int, help="override the base model's training epochs")
+    p.add_argument("--seeds", metavar="S,S,...", help="run the protocol once per seed (e.g. 0,1,2) and report "
+                   "mean and spread; each seed writes OUT/seed-N")
     p.set_defaults(func=run)
 
 
@@ -35,7 +37,12 @@ def run(args: argparse.Namespace) -> int:
     out = check_output(args.out, directory=True)
     created = not out.exists()
     try:
-        run_demo(out, settings, demo=spec, say=print)
+        if args.seeds is not None:
+            from modprune.workflows.seeds import parse_seeds, run_demo_seeds
+
+            run_demo_seeds(out, settings, parse_seeds(args.seeds), demo=spec, say=print)
+        else:
+            run_demo(out, settings, demo=spec, say=print)
     except BaseException as exc:
         if created and (isinstance(exc, OSError) or disk_error(exc) is not None):  # a full or read-only disk
             shutil.rmtree(out, ignore_errors=True)

@@ -7,7 +7,7 @@ import dataclasses
 import json
 import os
 
-from modprune.cli.common import add_model_args, check_output, example_input, load_model, same_file
+from modprune.cli.common import add_model_args, check_output, example_input, load_model, positive_int, same_file
 from modprune.exceptions import ConfigError, OutputPathError
 
 
@@ -22,7 +22,23 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--portable", action="store_true",
                    help="keep the two halves of C2f-like blocks equal, so the checkpoint uses ultralytics' classes "
                         "only and loads where modprune is not installed")
+    _add_iterative_args(p)
     p.set_defaults(func=run)
+
+
+def _add_iterative_args(p: argparse.ArgumentParser) -> None:
+    """Iterative pruning with recovery (prune -> fine-tune, K steps); see modprune.workflows.iterative."""
+    g = p.add_argument_group("iterative pruning with fine-tuning")
+    g.add_argument("--steps", type=positive_int, default=1, help="prune in this many steps (default 1)")
+    g.add_argument("--data", help="dataset yaml: fine-tune after every step (needs --finetune-epochs)")
+    g.add_argument("--finetune-epochs", type=positive_int, help="fine-tuning epochs after each step")
+    g.add_argument("--finetune-batch", type=positive_int, default=16, help="fine-tuning batch size (default 16)")
+    g.add_argument("--distill", action="store_true", help="distil from the original (unpruned) model")
+    g.add_argument("--distill-mode", choices=("output", "feature", "both"), default="output",
+                   help="what --distill matches: head outputs, neck feature maps, or both (default output)")
+    g.add_argument("--seed", type=int, default=0, help="fine-tuning seed (default 0)")
+    g.add_argument("--checkpoint-dir", help="write a checkpoint after every step here (for --resume)")
+    g.add_argument("--resume", action="store_true", help="continue the run in --checkpoint-dir after its last step")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -34,6 +50,7 @@ def run(args: argparse.Namespace) -> int:
     if args.target is not None:
         config = dataclasses.replace(config, target=args.target)
     inputs = [args.model] + ([args.recipe] if os.path.exists(args.recipe) else [])
+    inputs += [args.data] if args.data else []
     out = check_output(args.output, inputs, force=args.force)
     if args.report_json:
         if same_file(args.report_json, out):
@@ -41,6 +58,8 @@ def run(args: argparse.Namespace) -> int:
                                   args.report_json)
         check_output(args.report_json, inputs, force=args.force)
     model = load_model(args)
+    if _iterative(args):
+        return _run_iterative(args, model, config, out)
     report = api.prune(model, config, example_inputs=example_input(args.imgsz))
     if args.portable:
         _equalize(model, args.imgsz)
@@ -65,3 +84,46 @@ def _equalize(model, imgsz: int) -> None:
     changed = equalize_split_widths(model, example_input(imgsz))
     if changed:
         print(f"--portable: equalised the halves of {len(changed)} blocks ({', '.join(changed)})")
+def _iterative(args: argparse.Namespace) -> bool:
+    """Whether the iterative workflow runs (more than one step, fine-tuning or a checkpoint folder)."""
+    from modprune.exceptions import ConfigError
+
+    if (args.data is None) != (args.finetune_epochs is None):
+        raise ConfigError("--data and --finetune-epochs go together (fine-tune after every step)", args.data)
+    if args.distill and args.data is None:
+        raise ConfigError("--distill needs --data and --finetune-epochs", args.distill)
+    if args.resume and not args.checkpoint_dir:
+        raise ConfigError("--resume needs --checkpoint-dir", args.resume)
+    return args.steps > 1 or args.data is not None or args.checkpoint_dir is not None
+
+
+def _run_iterative(args: argparse.Namespace, model: object, config: object, out: object) -> int:
+    import tempfile
+    from pathlib import Path
+
+    from modprune.serialization import save
+    from modprune.workflows.iterative import prune_iteratively
+
+    with tempfile.TemporaryDirectory(prefix="modprune-iterative-") as tmp:
+        options = None
+        if args.data is not None:
+            from modprune.integrations.ultralytics.trainer import FinetuneOptions
+
+            options = FinetuneOptions(epochs=args.finetune_epochs, imgsz=args.imgsz, batch=args.finetune_batch,
+                                      project_dir=Path(args.checkpoint_dir or tmp).resolve() / "runs",
+                                      seed=args.seed, distill=args.distill_mode)
+        result = prune_iteratively(model, config, args.data, options, steps=args.steps,
+                                   example_inputs=example_input(args.imgsz), distill=args.distill,
+                                   checkpoint_dir=args.checkpoint_dir, resume=args.resume)
+    meta = {"recipe": str(args.recipe), "config": config.to_dict(), "iterative": result.to_dict()}
+    save(result.model, out, metadata=meta)
+    if args.report_json:
+        from modprune.serialization import atomic_path
+
+        with atomic_path(args.report_json) as tmp_path:
+            tmp_path.write_text(json.dumps(result.to_dict(), indent=2))
+    for r in result.steps:
+        print(f"step {r.step}/{args.steps}: asked {r.step_target:.4f}, cumulative {r.achieved:.4f} "
+              f"(wanted {r.wanted:.4f}){', fine-tuned' if r.finetuned else ''}")
+    print(f"\nwrote {out}")
+    return 0

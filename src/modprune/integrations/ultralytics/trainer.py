@@ -15,6 +15,9 @@ What :func:`finetune` adds on top of ultralytics' detection training:
   Bernoulli KL divergence between the sigmoid class scores, and a KL divergence between the box
   distributions (DFL bins), weighted by the teacher's confidence per anchor. The term is logged as
   ``kd_loss``.
+* **Feature-level distillation** (optional, ``FinetuneOptions.distill="feature"`` or ``"both"``):
+  channel-wise distillation (Shu et al., ICCV 2021) of the feature maps the Detect head receives, through
+  learned 1x1 adapters where the pruned student is narrower (:mod:`.feature_distill`); logged as ``fd_loss``.
 * Float32 results: ultralytics writes half-precision checkpoints; :func:`finetune` keeps a float32 copy of
   the best EMA weights in memory and returns the model in float32.
 
@@ -232,28 +235,47 @@ def output_distillation_loss(student: Mapping[str, torch.Tensor], teacher: Mappi
 
 
 class DetectionDistillationLoss:
-    """Wraps an ultralytics detection criterion and adds output-level distillation from a frozen teacher.
+    """Wraps an ultralytics detection criterion and adds distillation from a frozen teacher.
 
     Called like the wrapped criterion, ``(preds, batch) -> (loss_vector * batch_size, items)``; it appends
-    the weighted KD term (times batch size, as ultralytics scales its losses) and the item ``kd_loss``.
+    the weighted KD terms (times batch size, as ultralytics scales its losses): ``kd_loss`` (output level,
+    modes ``"output"``/``"both"``) and ``fd_loss`` (channel-wise feature distillation on the Detect head's
+    inputs, modes ``"feature"``/``"both"``; needs ``taps`` = (student tap, teacher tap) and ``adapters``).
     """
 
-    def __init__(self, base: Any, teacher: nn.Module, weight: float, temperature: float = 1.0) -> None:
+    def __init__(self, base: Any, teacher: nn.Module, weight: float, temperature: float = 1.0, *,
+                 mode: str = "output", feature_weight: float = 1.0, feature_temperature: float = 4.0,
+                 taps: tuple[Any, Any] | None = None, adapters: nn.Module | None = None) -> None:
         self.base = base
         self.teacher = teacher
         self.weight = float(weight)
         self.temperature = float(temperature)
+        self.mode = mode
+        self.feature_weight = float(feature_weight)
+        self.feature_temperature = float(feature_temperature)
+        self.taps = taps
+        self.adapters = adapters
 
     def __call__(self, preds: Any, batch: dict[str, Any]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """Detection loss plus ``weight * KD(student, teacher)`` on ``batch['img']``."""
+        """Detection loss plus the distillation terms of ``self.mode`` on ``batch['img']``."""
         loss, items = self.base(preds, batch)
         student = _raw_head_outputs(preds)
         with torch.no_grad():
             teacher = _raw_head_outputs(self.teacher(batch["img"]))
-        kd = self.weight * output_distillation_loss(student, teacher, self.temperature)
+        terms: dict[str, torch.Tensor] = {}
+        if self.mode in ("output", "both"):
+            terms["kd_loss"] = self.weight * output_distillation_loss(student, teacher, self.temperature)
+        if self.mode in ("feature", "both"):
+            from modprune.integrations.ultralytics.feature_distill import channel_wise_distillation_loss  # noqa: PLC0415
+
+            s_tap, t_tap = self.taps
+            s_feats = self.adapters(s_tap.take()) if self.adapters is not None else s_tap.take()
+            terms["fd_loss"] = self.feature_weight * channel_wise_distillation_loss(
+                s_feats, t_tap.take(), self.feature_temperature)
         bs = batch["img"].shape[0]
-        loss = torch.cat([loss.reshape(-1), (kd * bs).reshape(1).to(loss.dtype)])
-        return loss, {**items, "kd_loss": kd.detach()}
+        extra = [(v * bs).reshape(1).to(loss.dtype) for v in terms.values()]
+        loss = torch.cat([loss.reshape(-1), *extra])
+        return loss, {**items, **{k: v.detach() for k, v in terms.items()}}
 
     def update(self) -> None:
         """Forward ultralytics' per-epoch criterion update (used by some heads) to the wrapped criterion."""
@@ -265,13 +287,21 @@ class DistillationInstaller:
     """Callback (``on_pretrain_routine_end``) that wraps the student's criterion with distillation.
 
     It runs after ultralytics made its EMA copy, so the EMA (and checkpoints) never hold the teacher, and
-    validation losses stay the plain detection losses. Picklable for DDP (module-level class).
+    validation losses stay the plain detection losses. Picklable for DDP (module-level class). With a
+    feature mode it hooks the Detect layers of student and teacher, builds the width adapters and adds
+    them to the optimizer; :meth:`remove` takes the hooks off again (``finetune`` calls it).
     """
 
-    def __init__(self, teacher: nn.Module, weight: float, temperature: float = 1.0) -> None:
+    def __init__(self, teacher: nn.Module, weight: float, temperature: float = 1.0, *, mode: str = "output",
+                 feature_weight: float = 1.0, feature_temperature: float = 4.0) -> None:
         self.teacher = teacher
         self.weight = weight
         self.temperature = temperature
+        self.mode = mode
+        self.feature_weight = feature_weight
+        self.feature_temperature = feature_temperature
+        self.taps: tuple[Any, Any] | None = None
+        self.adapters: nn.Module | None = None
 
     def __call__(self, trainer: Any) -> None:
         """Install :class:`DetectionDistillationLoss` as the trained model's criterion."""
@@ -282,9 +312,28 @@ class DistillationInstaller:
         base = model.criterion if getattr(model, "criterion", None) is not None else model.init_criterion()
         if isinstance(base, DetectionDistillationLoss):
             base = base.base
-        model.criterion = DetectionDistillationLoss(base, teacher, self.weight, self.temperature)
-        LOG.info("distilling from a %s teacher (weight %g, temperature %g)", type(teacher).__name__,
+        if self.mode in ("feature", "both"):
+            self._install_features(trainer, model, teacher)
+        model.criterion = DetectionDistillationLoss(
+            base, teacher, self.weight, self.temperature, mode=self.mode, feature_weight=self.feature_weight,
+            feature_temperature=self.feature_temperature, taps=self.taps, adapters=self.adapters)
+        LOG.info("distilling (%s) from a %s teacher (weight %g, temperature %g)", self.mode, type(teacher).__name__,
                  self.weight, self.temperature)
+
+    def _install_features(self, trainer: Any, model: nn.Module, teacher: nn.Module) -> None:
+        from modprune.integrations.ultralytics import feature_distill as fd  # noqa: PLC0415
+
+        size = max(64, 2 * int(max(float(s) for s in detect_head(model).stride)))
+        widths = fd.probe_widths(model, size), fd.probe_widths(teacher, size)
+        self.adapters = fd.FeatureAdapters(*widths).to(trainer.device)
+        fd.add_to_optimizer(trainer, list(self.adapters.parameters()))
+        self.taps = (fd.FeatureTap(model), fd.FeatureTap(teacher))
+
+    def remove(self) -> None:
+        """Remove the feature hooks and drop the adapters (they are not part of the trained model)."""
+        for tap in self.taps or ():
+            tap.remove()
+        self.taps, self.adapters = None, None
 
 
 class BestStateKeeper:
@@ -332,6 +381,11 @@ class FinetuneOptions:
             :func:`finetune` sets itself.
         offline: Call :func:`~modprune.integrations.ultralytics.offline.ensure_offline` first.
         verbose: Let ultralytics log its progress.
+        distill: What a teacher distils (used with a teacher): ``"output"`` (head outputs), ``"feature"``
+            (channel-wise distillation of the Detect head's input maps, Shu et al., ICCV 2021, with learned
+            1x1 adapters where widths differ) or ``"both"``.
+        feature_weight: Weight of the feature distillation term (> 0).
+        feature_temperature: Spatial softmax temperature of the feature term (> 0; CWD uses 4).
     """
 
     epochs: int
@@ -352,6 +406,9 @@ class FinetuneOptions:
     overrides: Mapping[str, Any] = field(default_factory=dict)
     offline: bool = True
     verbose: bool = False
+    distill: str = "output"
+    feature_weight: float = 1.0
+    feature_temperature: float = 4.0
 
     def __post_init__(self) -> None:
         _check_finetune_args(epochs=self.epochs, imgsz=self.imgsz, batch=self.batch,
@@ -359,6 +416,7 @@ class FinetuneOptions:
                              seed=self.seed, workers=self.workers, name=self.name, overrides=self.overrides,
                              lr0=self.lr0)
         object.__setattr__(self, "overrides", types.MappingProxyType(dict(self.overrides or {})))
+        _check_distill_args(self.distill, self.feature_weight, self.feature_temperature)
 
     def train_args(self, data_yaml: Path) -> dict[str, Any]:
         """ultralytics training arguments for ``data_yaml``."""
@@ -372,6 +430,7 @@ class FinetuneOptions:
         }
         if self.lr0 is not None:
             args["lr0"] = float(self.lr0)
+        args.setdefault("deterministic", True)  # same seed, same machine -> same weights (see docs/results.md)
         return args
 
 
@@ -420,11 +479,18 @@ def finetune(
         trainer = PrunedModelTrainer(overrides=options.train_args(yaml_path), model=work)
         if keep:
             trainer.add_callback("on_pretrain_routine_end", MaskKeeper(keep))
+        installer = None
         if teacher is not None:
-            trainer.add_callback("on_pretrain_routine_end",
-                                 DistillationInstaller(teacher, options.distill_weight, options.distill_temperature))
+            installer = DistillationInstaller(teacher, options.distill_weight, options.distill_temperature,
+                                              mode=options.distill, feature_weight=options.feature_weight,
+                                              feature_temperature=options.feature_temperature)
+            trainer.add_callback("on_pretrain_routine_end", installer)
         trainer.add_callback("on_model_save", best)
-        trainer.train()
+        try:
+            trainer.train()
+        finally:
+            if installer is not None:
+                installer.remove()
     _load_best(work, trainer, best, keep, n_params)
     LOG.info("fine-tuned %d epochs (best epoch %s); run saved under %s", options.epochs,
              None if best.epoch is None else best.epoch + 1, trainer.save_dir)
@@ -507,3 +573,12 @@ def _check_finetune_args(*, epochs: Any, imgsz: Any, batch: Any, distill_weight:
         if bad:
             raise ConfigError(f"overrides may not set {bad}: finetune() sets them; use FinetuneOptions' fields",
                               obj=bad)
+
+
+def _check_distill_args(mode: Any, feature_weight: Any, feature_temperature: Any) -> None:
+    """Raise ConfigError for an invalid distillation mode or feature weight/temperature."""
+    if mode not in ("output", "feature", "both"):
+        raise ConfigError(f"distill={mode!r} must be one of 'output', 'feature', 'both'", obj=mode)
+    for arg, value in (("feature_weight", feature_weight), ("feature_temperature", feature_temperature)):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not (value > 0 and math.isfinite(value)):
+            raise ConfigError(f"{arg}={value!r} must be a positive number", obj=value)

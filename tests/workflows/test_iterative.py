@@ -1,0 +1,99 @@
+"""Iterative pruning with recovery: per-step targets against the current model, kept fine-tuning, resume."""
+
+from __future__ import annotations
+
+import copy
+import json
+
+import pytest
+import torch
+from torch import nn
+
+import modprune
+from modprune.workflows.iterative import prune_iteratively, step_target
+
+from modprune.measure.counts import count_macs
+
+MACS_30 = modprune.PruneConfig(method="structured", target=0.30, target_kind="macs", importance="l2")
+X = torch.randn(1, 3, 16, 16, generator=torch.Generator().manual_seed(3))
+
+
+def test_step_target_is_relative_to_the_current_model() -> None:
+    assert step_target(100.0, 100.0, 0.3, 1, 2) == pytest.approx(0.15)
+    # step 1 overshot to 80 left: step 2 must only remove 70/80 -> 0.125
+    assert step_target(100.0, 80.0, 0.3, 2, 2) == pytest.approx(1 - 70 / 80)
+    assert step_target(100.0, 60.0, 0.3, 2, 3) == 0.0  # already past 0.2
+
+
+@pytest.mark.parametrize("steps", [1, 2, 3, 4])
+def test_iterative_schedule_hits_macs_target(steps: int, make_cnn) -> None:
+    model = make_cnn(width=64)
+    result = prune_iteratively(model, MACS_30, steps=steps, example_inputs=X)
+    assert len(result.steps) == steps
+    assert abs(result.achieved - 0.30) <= 0.01
+    assert 1 - count_macs(model, X) / count_macs(make_cnn(width=64), X) == pytest.approx(result.achieved)
+    wanted = [r.wanted for r in result.steps]
+    assert wanted == pytest.approx([0.30 * k / steps for k in range(1, steps + 1)])
+    assert result.model is model
+
+
+class _Tune:
+    """Stub fine-tune: returns a copy with every float parameter shifted; records the pruned-only state."""
+
+    def __init__(self, fail_at: int | None = None) -> None:
+        self.calls: list[int] = []
+        self.pruned: dict[int, dict[str, torch.Tensor]] = {}
+        self.tuned: dict[int, dict[str, torch.Tensor]] = {}
+        self.fail_at = fail_at
+
+    def __call__(self, model: nn.Module, step: int) -> nn.Module:
+        if step == self.fail_at:
+            raise KeyboardInterrupt
+        self.calls.append(step)
+        self.pruned[step] = copy.deepcopy(model.state_dict())
+        tuned = copy.deepcopy(model)
+        with torch.no_grad():
+            for p in tuned.parameters():
+                p.add_(0.01 * step)
+        self.tuned[step] = copy.deepcopy(tuned.state_dict())
+        return tuned
+
+
+def test_finetuning_inside_a_step_is_kept(make_cnn) -> None:
+    model = make_cnn(width=64)
+    tune = _Tune()
+    prune_iteratively(model, MACS_30, steps=2, example_inputs=X, finetune_fn=tune)
+    assert tune.calls == [1, 2]
+    final = model.state_dict()
+    for name, value in tune.tuned[2].items():
+        assert torch.equal(final[name], value), name
+    assert any(not torch.equal(final[n], v) for n, v in tune.pruned[2].items() if v.is_floating_point())
+    # step 2 pruned the fine-tuned weights of step 1, not the pruned-only ones
+    w1 = tune.tuned[1]["0.weight"]
+    assert not torch.equal(w1, tune.pruned[1]["0.weight"])
+
+
+def test_resume_skips_finished_steps(tmp_path, make_cnn) -> None:
+    ckpt = tmp_path / "run"
+    first = _Tune(fail_at=2)
+    with pytest.raises(KeyboardInterrupt):
+        prune_iteratively(make_cnn(width=64), MACS_30, steps=3, example_inputs=X, finetune_fn=first,
+                          checkpoint_dir=ckpt)
+    assert first.calls == [1]
+    state = json.loads((ckpt / "state.json").read_text())
+    assert [r["step"] for r in state["records"]] == [1]
+    with pytest.raises(modprune.OutputPathError):
+        prune_iteratively(make_cnn(width=64), MACS_30, steps=3, example_inputs=X, checkpoint_dir=ckpt)
+    with pytest.raises(modprune.ConfigError):
+        prune_iteratively(make_cnn(width=64), MACS_30, steps=4, example_inputs=X, checkpoint_dir=ckpt, resume=True)
+    second = _Tune()
+    result = prune_iteratively(make_cnn(width=64), MACS_30, steps=3, example_inputs=X, finetune_fn=second,
+                               checkpoint_dir=ckpt, resume=True)
+    assert second.calls == [2, 3]
+    assert result.resumed_from == 1
+    assert [r.step for r in result.steps] == [1, 2, 3]
+    assert abs(result.achieved - 0.30) <= 0.01
+    # step 2 started from step 1's fine-tuned weights (the checkpoint), not from a fresh model
+    step1 = modprune.load(ckpt / "step-1.pt")
+    assert torch.equal(step1.state_dict()["0.weight"], first.tuned[1]["0.weight"])
+    assert json.loads((ckpt / "state.json").read_text())["checkpoint"] == "step-3.pt"
