@@ -434,6 +434,14 @@ class FinetuneOptions:
         return args
 
 
+def _distillation(teacher: nn.Module | None, options: FinetuneOptions) -> DistillationInstaller | None:
+    """The callback that installs distillation from ``teacher`` (None without a teacher)."""
+    if teacher is None:
+        return None
+    return DistillationInstaller(teacher, options.distill_weight, options.distill_temperature, mode=options.distill,
+                                 feature_weight=options.feature_weight, feature_temperature=options.feature_temperature)
+
+
 def finetune(
     model: nn.Module,
     data_yaml: str | os.PathLike[str],
@@ -479,11 +487,8 @@ def finetune(
         trainer = PrunedModelTrainer(overrides=options.train_args(yaml_path), model=work)
         if keep:
             trainer.add_callback("on_pretrain_routine_end", MaskKeeper(keep))
-        installer = None
-        if teacher is not None:
-            installer = DistillationInstaller(teacher, options.distill_weight, options.distill_temperature,
-                                              mode=options.distill, feature_weight=options.feature_weight,
-                                              feature_temperature=options.feature_temperature)
+        installer = _distillation(teacher, options)
+        if installer is not None:
             trainer.add_callback("on_pretrain_routine_end", installer)
         trainer.add_callback("on_model_save", best)
         try:
