@@ -79,3 +79,16 @@ def test_unknown_task_refused_in_one_line(tmp_path: Path, offline_ultralytics: P
     with pytest.raises(ModelLoadError, match="modprune builds detect.*RT-DETR") as info:
         modprune.load("yolo26n-depth.yaml")
     assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize("name", sorted(OWN_CLASSES))
+def test_structured_refused_up_front_in_one_line(name: str, offline_ultralytics: Path) -> None:
+    from modprune.exceptions import UnsupportedModelError
+
+    model = modprune.load(name)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    with pytest.raises(UnsupportedModelError, match="structured pruning of ultralytics .* not supported") as info:
+        modprune.prune(model, PruneConfig(method="structured", target=0.3), torch.rand(1, 3, 64, 64))
+    assert "\n" not in str(info.value) and "unstructured" in str(info.value)
+    after = model.state_dict()
+    assert before.keys() == after.keys() and all(torch.equal(v, after[k]) for k, v in before.items())
