@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -117,6 +118,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--demo", required=True, help="demo.json written by `modprune demo`")
     parser.add_argument("--bench", help="pytest-benchmark JSON (--benchmark-json)")
+    parser.add_argument("--oneshot", help="oneshot.json written by benchmarks/oneshot_calibration.py")
     parser.add_argument("-o", "--output", default="docs/results.md")
     args = parser.parse_args()
     demo = json.loads(Path(args.demo).read_text())
@@ -124,8 +126,14 @@ def main() -> None:
              "re-run the commands to reproduce.", "",
              f"Commands: `modprune demo --out demo-output` then "
              f"`python benchmarks/make_results.py --demo {args.demo}"
+             + (f" --oneshot {args.oneshot}" if args.oneshot else "")
              + (f" --bench {args.bench}" if args.bench else "") + "`.", ""]
     lines += demo_section(demo)
+    if args.oneshot:
+        sys.path.insert(0, str(Path(__file__).parent))
+        from oneshot_calibration import oneshot_section
+
+        lines += [""] + oneshot_section(json.loads(Path(args.oneshot).read_text()))
     if args.bench:
         lines += [""] + bench_section(json.loads(Path(args.bench).read_text()))
     Path(args.output).write_text("\n".join(lines) + "\n")
