@@ -43,6 +43,8 @@ class Snapshot:
             }
             original.__dict__.clear()
             original.__dict__.update(state)
+            if type(original) is not type(twin):  # e.g. a parametrization added, which swaps the class
+                original.__class__ = type(twin)
 
     def _parameter(self, name: str, value: nn.Parameter | None) -> nn.Parameter | None:
         original = self.parameters.get(name)

@@ -116,3 +116,25 @@ def test_unstructured_failing_measure_restores_masks() -> None:
     model = FailsWhenSparse()
     _run_failing(model, PruneConfig(method="unstructured", target=0.3))
     assert not any("parametrizations" in name for name, _ in model.named_modules())
+
+
+def test_kept_masks_are_undone_with_their_class() -> None:
+    """Masks kept as parametrizations swap a module's class; a failure afterwards swaps it back."""
+
+    class FailsWhenSparse(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = nn.Conv2d(3, 5, 3)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            if bool((self.conv.weight == 0).any()):
+                raise RuntimeError("sparse weights")
+            return self.conv(x).mean(dim=(2, 3))
+
+    torch.manual_seed(0)
+    model = FailsWhenSparse()
+    config = PruneConfig(method="unstructured", target=0.3, pruner_options={"permanent": False})
+    with pytest.raises(Exception):
+        modprune.prune(model, config, torch.rand(1, 3, 8, 8))
+    assert type(model.conv) is nn.Conv2d and not hasattr(model.conv, "parametrizations")
+    assert bool((model.conv.weight != 0).all())
