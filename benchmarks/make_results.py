@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -144,6 +145,7 @@ def main() -> None:
     parser.add_argument("--bench", help="pytest-benchmark JSON (--benchmark-json)")
     parser.add_argument("--deploy", help="deploy_table.md written by benchmarks/deploy_table.py (JSON beside it)")
     parser.add_argument("--distill", help="distill.json written by benchmarks/distill_compare.py")
+    parser.add_argument("--oneshot", help="oneshot.json written by benchmarks/oneshot_calibration.py")
     parser.add_argument("-o", "--output", default="docs/results.md")
     args = parser.parse_args()
     demo = json.loads(Path(args.demo).read_text())
@@ -151,10 +153,16 @@ def main() -> None:
              "re-run the commands to reproduce.", "",
              f"Commands: `modprune demo --out demo-output` then "
              f"`python benchmarks/make_results.py --demo {args.demo}"
+             + (f" --oneshot {args.oneshot}" if args.oneshot else "")
              + (f" --bench {args.bench}" if args.bench else "") + "`.", ""]
     lines += demo_section(demo)
     if args.deploy:
         lines += [""] + deploy_section(Path(args.deploy))
+    if args.oneshot:
+        sys.path.insert(0, str(Path(__file__).parent))
+        from oneshot_calibration import oneshot_section
+
+        lines += [""] + oneshot_section(json.loads(Path(args.oneshot).read_text()))
     if args.bench:
         lines += [""] + bench_section(json.loads(Path(args.bench).read_text()))
     if args.distill:

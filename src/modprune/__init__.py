@@ -15,6 +15,7 @@ from modprune.api import (
     resolve_config,
     valid_categories,
 )
+from modprune.calibrate import calibrate_batchnorm, image_batches
 from modprune.config import PruneConfig
 from modprune.detectors import Categories, Detector, by_type
 from modprune.exceptions import (
@@ -64,11 +65,13 @@ __all__ = [
     "UnsupportedModelError",
     "__version__",
     "by_type",
+    "calibrate_batchnorm",
     "categorize",
     "get_plugin_manager",
     "get_recipe",
     "hookimpl",
     "hookspec",
+    "image_batches",
     "list_detectors",
     "list_importances",
     "list_pruners",

@@ -20,6 +20,7 @@ from modprune.plugins import ModpruneManager, call_hook, resolve
 from modprune.pruners.base import PruneContext, PruneOutcome, StepCallback
 from modprune.recipes import Recipe, recipe_from_file
 from modprune.report import CategoryRow, PruneReport, category_table
+from modprune.rollback import snapshot
 
 __all__ = [
     "categorize",
@@ -158,16 +159,35 @@ def prune(
     :param loss_fn: maps the model's output to a scalar loss (Taylor importance); default: a
         label-free proxy (mean squared output).
     :param on_step: called after each step of an iterative schedule (e.g. to fine-tune).
-    :raises ModpruneError: on bad config or a model that cannot be pruned as asked; the model is
-        left unchanged when validation fails.
+    :raises ModpruneError: on bad config or a model that cannot be pruned as asked.
+
+    A prune that fails at any stage (planning, applying, the plugins' finalize hooks, measuring the
+    result), with any exception, leaves ``model`` exactly as it was: the same object, and the same
+    submodule and parameter objects, with their pre-prune structure, values, ``requires_grad`` and
+    training flags; then the exception propagates. For this, ``prune`` keeps a deep copy of the model
+    while it runs (twice the model's memory). A model that cannot be deep-copied is pruned without
+    that guarantee (a warning says so).
     """
     if not isinstance(model, nn.Module):
         raise ModpruneError(f"prune() needs a torch.nn.Module, got {type(model).__name__}", model)
     pm = resolve(pm)
     config = resolve_config(config, pm)
+    saved = snapshot(model)
+    try:
+        return _prune(model, config, pm, example_inputs=example_inputs, loss_fn=loss_fn, on_step=on_step)
+    except BaseException:
+        if saved is not None:
+            saved.restore(model)
+            log.info("prune failed; the model was restored to its state before the prune")
+        raise
+
+
+def _prune(model: nn.Module, config: PruneConfig, pm: ModpruneManager, **inputs: Any) -> PruneReport:
+    """Plan, apply and report one prune of ``model`` (modified in place)."""
+    example_inputs = inputs["example_inputs"]
     pruner = pm.strategies.pruners.get(config.method)
     categories = categorize(model, pm)
-    ctx = _context(config, pm, categories, example_inputs=example_inputs, loss_fn=loss_fn, on_step=on_step)
+    ctx = _context(config, pm, categories, **inputs)
     plan = pruner.plan(model, config, ctx)  # e.g. an unreachable target: raise before anything changes
     macs_before = _macs(model, example_inputs)
     table_before = category_table(model, categories)

@@ -5,9 +5,9 @@ from __future__ import annotations
 from modprune.hookspecs import hookimpl
 from modprune.importance.base import Importance
 from modprune.importance.magnitude import L1, L1L2, L2
-from modprune.importance.other import BNScale, RandomImportance, Taylor
+from modprune.importance.other import BNNext, BNScale, RandomImportance, Taylor
 
 
 @hookimpl
 def modprune_register_importances() -> list[Importance]:
-    return [L1(), L2(), L1L2(), RandomImportance(), Taylor(), BNScale()]
+    return [L1(), L2(), L1L2(), RandomImportance(), Taylor(), BNScale(), BNNext()]

@@ -10,6 +10,9 @@ import os
 from modprune.cli.common import add_model_args, check_output, example_input, load_model, positive_int, same_file
 from modprune.exceptions import ConfigError, OutputPathError
 
+#: ``--calibrate``: batches of images used to re-estimate BatchNorm statistics.
+CALIBRATE_BATCHES, CALIBRATE_BATCH = 32, 8
+
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("prune", help="prune a model with a recipe and save it")
@@ -23,6 +26,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="keep the two halves of C2f-like blocks equal, so the checkpoint uses ultralytics' classes "
                         "only and loads where modprune is not installed")
     _add_iterative_args(p)
+    p.add_argument("--calibrate", metavar="DIR",
+                   help="after pruning, re-estimate BatchNorm statistics on the images in DIR (unlabelled; "
+                        f"at most {CALIBRATE_BATCHES * CALIBRATE_BATCH} images at --imgsz)")
     p.set_defaults(func=run)
 
 
@@ -50,20 +56,26 @@ def run(args: argparse.Namespace) -> int:
     if args.target is not None:
         config = dataclasses.replace(config, target=args.target)
     inputs = [args.model] + ([args.recipe] if os.path.exists(args.recipe) else [])
-    inputs += [args.data] if args.data else []
+    inputs += [p for p in (args.data, args.calibrate) if p]
     out = check_output(args.output, inputs, force=args.force)
     if args.report_json:
         if same_file(args.report_json, out):
             raise OutputPathError(f"--report-json {args.report_json!r} is the model output; choose another path",
                                   args.report_json)
         check_output(args.report_json, inputs, force=args.force)
+    if args.calibrate:
+        from modprune.calibrate import image_files
+
+        image_files(args.calibrate)  # a missing or empty folder fails before any work
     model = load_model(args)
     if _iterative(args):
         return _run_iterative(args, model, config, out)
     report = api.prune(model, config, example_inputs=example_input(args.imgsz))
+    _calibrate(args, model)
     if args.portable:
         _equalize(model, args.imgsz)
-    meta = {"recipe": str(args.recipe), "config": report.config, "report_digest": report.digest()}
+    meta = {"recipe": str(args.recipe), "config": report.config, "report_digest": report.digest(),
+            "bn_calibration": args.calibrate}
     with staged_outputs() as stage:  # the model and the report land together or not at all
         save(model, stage.file(out), metadata=meta)
         if args.report_json:
@@ -71,6 +83,15 @@ def run(args: argparse.Namespace) -> int:
     print(report.to_markdown())
     print(f"\nwrote {out}")
     return 0
+
+
+def _calibrate(args: argparse.Namespace, model: object) -> None:
+    """``--calibrate DIR``: re-estimate BatchNorm statistics on the images in DIR."""
+    if not args.calibrate:
+        return
+    from modprune.calibrate import calibrate_batchnorm, image_batches
+
+    calibrate_batchnorm(model, image_batches(args.calibrate, args.imgsz, CALIBRATE_BATCH), batches=CALIBRATE_BATCHES)
 
 
 def _equalize(model, imgsz: int) -> None:

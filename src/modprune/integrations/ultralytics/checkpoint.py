@@ -29,7 +29,7 @@ from torch import nn
 
 from modprune.exceptions import ModelLoadError
 
-__all__ = ["is_ultralytics_model", "load_model", "safe_classes", "save_checkpoint", "yaml_modules"]
+__all__ = ["is_ultralytics_model", "load_model", "model_task", "safe_classes", "save_checkpoint", "yaml_modules"]
 
 log = logging.getLogger(__name__)
 
@@ -129,13 +129,23 @@ def _read_cfg(path: Path) -> Any:
         return None
 
 
-def _from_yaml(path: Path) -> nn.Module | None:
-    """An ultralytics model built from a model yaml (``backbone`` and ``head``), or None."""
-    cfg = _read_cfg(path)
-    if not isinstance(cfg, dict) or "backbone" not in cfg or "head" not in cfg:
-        return None
+def _model_class(cfg: dict[str, Any], source: str) -> tuple[type, str]:
+    """The ultralytics model class and task for a model dict, chosen by the type of its output module
+    (RT-DETR's decoder, YOLO-World's and YOLOE's heads need their own model classes), else by task."""
     from ultralytics.nn import tasks  # noqa: PLC0415
 
+    head_name = cfg["head"][-1][-2] if cfg["head"] and isinstance(cfg["head"][-1], list) else None
+    head = getattr(tasks, head_name, None) if isinstance(head_name, str) else None
+    by_head = [
+        ("RTDETRDecoder", "RTDETRDetectionModel", "detect"),
+        ("YOLOESegment", "YOLOESegModel", "segment"),
+        ("YOLOEDetect", "YOLOEModel", "detect"),
+        ("WorldDetect", "WorldModel", "detect"),
+    ]
+    for head_cls, model_cls, task in by_head:
+        base = getattr(tasks, head_cls, None)
+        if isinstance(head, type) and isinstance(base, type) and issubclass(head, base) and hasattr(tasks, model_cls):
+            return getattr(tasks, model_cls), task
     classes = {
         "detect": tasks.DetectionModel,
         "segment": tasks.SegmentationModel,
@@ -146,14 +156,27 @@ def _from_yaml(path: Path) -> nn.Module | None:
     task = tasks.guess_model_task(cfg)
     if task not in classes:
         raise ModelLoadError(
-            f"{str(path)!r} is an ultralytics {task!r} model yaml; modprune builds {', '.join(classes)} models only",
-            str(path),
+            f"{source!r} is an ultralytics {task!r} model yaml (output module {head_name!r}); modprune builds "
+            f"{', '.join(classes)}, RT-DETR, YOLO-World and YOLOE models only",
+            source,
         )
+    return classes[task], task
+
+
+def _from_yaml(path: Path) -> nn.Module | None:
+    """An ultralytics model built from a model yaml (``backbone`` and ``head``) with the model class its
+    output module needs, its ``task`` set; or None."""
+    cfg = _read_cfg(path)
+    if not isinstance(cfg, dict) or "backbone" not in cfg or "head" not in cfg:
+        return None
+    model_cls, task = _model_class(cfg, str(path))
     try:
         with _restricted_parse():
-            return classes[task](str(path), verbose=False)
+            model = model_cls(str(path), verbose=False)
     except Exception as exc:  # ultralytics' yaml parser raises many error types
         raise ModelLoadError(f"ultralytics could not build {str(path)!r}: {type(exc).__name__}: {exc}", str(path)) from None
+    model.task = task
+    return model
 
 
 @contextlib.contextmanager
@@ -221,12 +244,32 @@ def _unfreeze(model: nn.Module) -> nn.Module:
 
 
 def _train_args(model: nn.Module) -> dict[str, Any]:
+    """The model's ``args`` as a dict, always with its ``task`` (``YOLO(path)`` picks predictor and
+    validator by it, and defaults to ``detect`` when a checkpoint does not say)."""
     args = getattr(model, "args", None)
     if isinstance(args, Mapping):
-        return dict(args)
-    if args is not None and hasattr(args, "__dict__"):
-        return dict(vars(args))
-    return {}
+        out = dict(args)
+    elif args is not None and hasattr(args, "__dict__"):
+        out = dict(vars(args))
+    else:
+        out = {}
+    out["task"] = model_task(model)
+    return out
+
+
+def model_task(model: nn.Module) -> str:
+    """The ultralytics task of ``model``: its ``task`` attribute, else its ``args``' task, else guessed
+    from its yaml and head modules by ultralytics (``detect``, ``segment``, ``classify``, ``pose``, ...)."""
+    from ultralytics.nn.tasks import guess_model_task  # noqa: PLC0415
+
+    task = getattr(model, "task", None)
+    if isinstance(task, str) and task:
+        return task
+    args = getattr(model, "args", None)
+    task = args.get("task") if isinstance(args, Mapping) else getattr(args, "task", None)
+    if isinstance(task, str) and task:
+        return task
+    return guess_model_task(model) or "detect"  # from the yaml's output module, else the head's type
 
 
 def save_checkpoint(model: nn.Module, path: Path, metadata: Mapping[str, Any]) -> None:

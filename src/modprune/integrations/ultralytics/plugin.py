@@ -10,7 +10,8 @@ What the hooks do:
 
 * detectors: ``detect_head`` (Detect and subclasses, head priority), ``attention`` (Attention, AAttn,
   PSABlock, ABlock, MaxSigmoidAttnBlock, block priority), ``dfl``;
-* ``modprune_prepare_model``: C2f / C3k2 / C2 / C2PSA / PSA / RepNCSPELAN4 / ELAN1 become split blocks
+* ``modprune_prepare_model``: refuses RT-DETR, YOLO-World and YOLOE models (:data:`UNTRACEABLE`) in one
+  line; C2f / C3k2 / C2 / C2PSA / PSA / RepNCSPELAN4 / ELAN1 become split blocks
   with identical outputs (:mod:`~modprune.integrations.ultralytics.rewrite`);
 * ``modprune_protected_modules``: each head branch's final conv (4 * reg_max box bins, nc classes, mask
   / keypoint / angle outputs), DFL, the mask prototypes' last conv, and attention modules (their
@@ -33,6 +34,7 @@ from torch import nn
 
 from modprune.config import PruneConfig
 from modprune.detectors.base import Detector
+from modprune.exceptions import UnsupportedModelError
 from modprune.hookspecs import hookimpl
 from modprune.integrations.ultralytics import checkpoint, detectors
 from modprune.integrations.ultralytics.blocks import SplitBlock
@@ -64,11 +66,35 @@ def modprune_register_model_modules() -> list[type]:
     return checkpoint.yaml_modules()
 
 
+#: ultralytics model classes structured pruning refuses up front, and why (their heads take inputs
+#: torch-pruning cannot trace: RT-DETR's query decoder, the text embeddings of YOLO-World and YOLOE).
+UNTRACEABLE = {
+    "RTDETRDetectionModel": "its transformer decoder (query selection, deformable attention)",
+    "WorldModel": "its text-embedding inputs (C2fAttn / ImagePoolingAttn guides, contrastive head)",
+    "YOLOEModel": "its text/visual prompt-embedding inputs (contrastive head)",
+}
+
+
+def _refuse_untraceable(model: nn.Module) -> None:
+    from ultralytics.nn import tasks  # noqa: PLC0415
+
+    for name, why in UNTRACEABLE.items():
+        cls = getattr(tasks, name, None)
+        if isinstance(cls, type) and isinstance(model, cls):
+            raise UnsupportedModelError(
+                f"structured pruning of ultralytics {type(model).__name__} models is not supported: torch-pruning "
+                f"cannot trace {why}; use method 'unstructured' for this model",
+                model,
+            )
+
+
 @hookimpl
 def modprune_prepare_model(model: nn.Module, config: PruneConfig) -> None:
     if "ultralytics" not in sys.modules:
         return
     from modprune.integrations.ultralytics.rewrite import rewrite_blocks  # noqa: PLC0415
+
+    _refuse_untraceable(model)  # before any rewrite: the model is left as it was
 
     done = rewrite_blocks(model)
     if done:
