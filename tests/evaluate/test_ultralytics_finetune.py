@@ -60,28 +60,36 @@ def _disguise_yaml(model: torch.nn.Module) -> None:
 
 
 def test_ensure_offline_prepares_environment(offline_ultralytics: Path) -> None:
-    from modprune.integrations.ultralytics.offline import ensure_offline
+    import ultralytics.data.utils as data_utils
+    import ultralytics.utils.checks as checks
     from ultralytics.utils import SETTINGS
 
+    from modprune.integrations.ultralytics.offline import ensure_offline
+
     assert os.environ["YOLO_OFFLINE"] == "1" and os.environ["YOLO_AUTOINSTALL"] == "False"
-    for font in ("Arial.ttf", "Arial.Unicode.ttf"):
-        assert (offline_ultralytics / font).stat().st_size > 10_000
+    for font in ("Arial.ttf", "Arial.Unicode.ttf"):  # found locally, never downloaded nor copied
+        assert Path(checks.check_font(font)).stat().st_size > 10_000
+        assert Path(data_utils.check_font(font)).is_file()
+        assert not (offline_ultralytics / font).exists()
     assert SETTINGS["sync"] is False and SETTINGS["mlflow"] is False and SETTINGS["wandb"] is False
-    mtimes = {p.name: p.stat().st_mtime_ns for p in offline_ultralytics.iterdir()}
-    assert ensure_offline(offline_ultralytics.parent) == offline_ultralytics  # idempotent
-    assert {p.name: p.stat().st_mtime_ns for p in offline_ultralytics.iterdir()} == mtimes
+    on_disk = json.loads((offline_ultralytics / "settings.json").read_text())
+    assert on_disk["sync"] is True  # ultralytics' default, as the user left it: nothing was saved
+    before = sorted(p.name for p in offline_ultralytics.iterdir())
+    assert ensure_offline() == offline_ultralytics  # idempotent
+    assert sorted(p.name for p in offline_ultralytics.iterdir()) == before
 
 
 def test_ensure_offline_after_ultralytics_import(tmp_path: Path) -> None:
-    """Called late, it patches ultralytics' constants and puts the fonts where ultralytics looks."""
+    """Called late, it patches ultralytics' constants and its font lookup, and keeps its config dir."""
     code = textwrap.dedent(f"""
         import json, os
         import ultralytics.utils as uu, ultralytics.utils.checks as checks, ultralytics.utils.events as ev
+        import ultralytics.utils.plotting as plotting
         from modprune.integrations.ultralytics.offline import ensure_offline
-        d = ensure_offline({str(tmp_path / "late")!r})
+        d = ensure_offline()
         print(json.dumps({{"dir": str(d), "actual": str(uu.USER_CONFIG_DIR), "online": uu.ONLINE,
             "auto": checks.AUTOINSTALL, "events": ev.events.enabled,
-            "font": os.path.exists(os.path.join(str(d), "Arial.ttf"))}}))
+            "font": os.path.exists(plotting.check_font("Arial.ttf"))}}))
     """)
     env = _subprocess_env(YOLO_CONFIG_DIR=str(tmp_path / "early"), YOLO_OFFLINE="1")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
@@ -89,6 +97,7 @@ def test_ensure_offline_after_ultralytics_import(tmp_path: Path) -> None:
     res = json.loads(out.stdout.strip().splitlines()[-1])
     assert res["dir"] == res["actual"] == str(tmp_path / "early" / "Ultralytics")
     assert res["font"] and res["online"] is False and res["auto"] is False and res["events"] is False
+    assert not (tmp_path / "early" / "Ultralytics" / "Arial.ttf").exists()
 
 
 @pytest.mark.slow  # ~11 s alone, ~20 s on a busy 2-core machine
