@@ -63,3 +63,26 @@ def test_a_yolo_object_without_a_network_is_refused_in_one_line(offline_ultralyt
     with pytest.raises(modprune.UnsupportedModelError, match="holds no loaded network") as err:
         modprune.prune(yolo, modprune.PruneConfig(method="structured", target=0.3))
     assert "\n" not in str(err.value)
+
+
+@pytest.mark.slow  # structured pruning of yolov8n plus one tiny epoch: ~20-40 s
+def test_stock_yolo_train_with_modprunes_trainer_keeps_the_pruned_model(
+    yolov8n, tiny_data: Path, tmp_path: Path
+) -> None:
+    import torch
+    from ultralytics import YOLO
+
+    import modprune
+    from modprune.integrations.ultralytics.trainer import PrunedModelTrainer
+
+    modprune.prune(yolov8n, modprune.PruneConfig(method="structured", target=0.3), torch.zeros(1, 3, 64, 64))
+    n_pruned = sum(p.numel() for p in yolov8n.parameters())
+    path = modprune.save(yolov8n, tmp_path / "pruned.pt")
+    yolo = YOLO(str(path))
+    assert sum(p.numel() for p in yolo.model.parameters()) == n_pruned
+    yolo.train(trainer=PrunedModelTrainer, data=str(tiny_data), epochs=1, imgsz=64, batch=4, workers=0,
+               device="cpu", project=str(tmp_path / "runs"), name="stock", exist_ok=True, plots=False, amp=False,
+               val=False)
+    assert sum(p.numel() for p in yolo.trainer.model.parameters()) == n_pruned
+    assert sum(p.numel() for p in yolo.model.parameters()) == n_pruned  # reloaded from the run's checkpoint
+    assert (tmp_path / "runs" / "stock" / "weights" / "last.pt").exists()

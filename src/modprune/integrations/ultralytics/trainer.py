@@ -95,11 +95,30 @@ class PrunedModelTrainer(DetectionTrainer):
             self.model = model
 
     def get_model(self, cfg: Any = None, weights: Any = None, verbose: bool = True) -> nn.Module:
-        """Return the given model unchanged (ultralytics' version would rebuild it from ``cfg``)."""
+        """Return the model to train unchanged (ultralytics' version would rebuild it from ``cfg``).
+
+        The model given at construction; else, when ultralytics' ``YOLO(path).train(trainer=PrunedModelTrainer)``
+        constructs this trainer, the loaded checkpoint's module (``weights``) itself; else the checkpoint
+        named by ``args.model``, loaded with :func:`modprune.load` (weights-only).
+        """
         model = getattr(self, "_given_model", None)
+        if model is None and isinstance(weights, nn.Module):
+            model = weights
+        if model is None and str(getattr(self.args, "model", "")).lower().endswith(".pt"):
+            from modprune.serialization import load  # noqa: PLC0415 - weights-only, plugin allowlist
+
+            model = load(self.args.model).float()
         if model is None:
             raise ConfigError("PrunedModelTrainer needs the model to train: pass model=... (an ultralytics "
-                              "DetectionModel) or set trainer.model before train()", obj=cfg)
+                              "DetectionModel), set trainer.model before train(), or use "
+                              "YOLO('pruned.pt').train(trainer=PrunedModelTrainer, ...)", obj=cfg)
+        n_data = getattr(self, "data", None) or {}
+        head = detect_head(model)
+        if "nc" in n_data and int(head.nc) != int(n_data["nc"]):
+            raise ConfigError(f"the model predicts {int(head.nc)} classes but the dataset has {n_data['nc']}; use "
+                              "modprune.finetune(..., FinetuneOptions(reset_head=True)) or 'modprune finetune "
+                              "--reset-head' to re-initialise the head for the dataset's classes", obj=head.nc)
+        self._given_model = model
         return model
 
 
