@@ -3,17 +3,30 @@ plugin manager (and every test parametrised over its strategies) includes it."""
 
 from __future__ import annotations
 
+import atexit
 import importlib
 import importlib.metadata
 import importlib.util
+import os
+import shutil
 import subprocess
 import sys
+import tempfile
 import warnings
 from pathlib import Path
 
 import pytest
 import torch
 from torch import nn
+
+# modprune uses the user's ultralytics config dir; the tests use a private one (read by ultralytics at import).
+if "YOLO_CONFIG_DIR" not in os.environ:
+    _CONFIG_DIR = tempfile.mkdtemp(prefix="modprune-tests-yolo-")
+    atexit.register(shutil.rmtree, _CONFIG_DIR, ignore_errors=True)
+    os.environ["YOLO_CONFIG_DIR"] = _CONFIG_DIR
+    if importlib.util.find_spec("ultralytics") is not None:  # its first-run settings message, once, here
+        subprocess.run([sys.executable, "-c", "import ultralytics.utils"], env={**os.environ, "YOLO_OFFLINE": "1"},
+                       capture_output=True, timeout=300, check=False)
 
 TEST_PLUGIN_DIST = "modprune-test-plugin"
 TEST_PLUGIN_DIR = Path(__file__).parent / "third_party_plugin"

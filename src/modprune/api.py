@@ -168,9 +168,8 @@ def prune(
     while it runs (twice the model's memory). A model that cannot be deep-copied is pruned without
     that guarantee (a warning says so).
     """
-    if not isinstance(model, nn.Module):
-        raise ModpruneError(f"prune() needs a torch.nn.Module, got {type(model).__name__}", model)
     pm = resolve(pm)
+    model = _unwrap(model, pm)
     config = resolve_config(config, pm)
     saved = snapshot(model)
     try:
@@ -200,6 +199,19 @@ def _prune(model: nn.Module, config: PruneConfig, pm: ModpruneManager, **inputs:
     report = _report(config, table_before, table_after, macs_before, _macs(model, example_inputs), outcome, seconds)
     log.info("pruned: %s %.4f of %s (target %.4f)", config.method, report.achieved, config.target_kind, config.target)
     return report
+
+
+def _unwrap(model: Any, pm: ModpruneManager) -> nn.Module:
+    """The module to prune: a plugin may unwrap a wrapper (ultralytics' ``YOLO`` -> its ``.model``)."""
+    inner = pm.hook.modprune_unwrap_model(model=model)
+    if inner is not None:
+        if not isinstance(inner, nn.Module):
+            raise ModpruneError(f"a plugin unwrapped {type(model).__name__} into {type(inner).__name__}, not a "
+                                "torch.nn.Module", model)
+        return inner
+    if not isinstance(model, nn.Module):
+        raise ModpruneError(f"prune() needs a torch.nn.Module, got {type(model).__name__}", model)
+    return model
 
 
 def _report(

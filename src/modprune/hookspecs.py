@@ -136,6 +136,19 @@ def modprune_save_model(model: nn.Module, path: Path, metadata: dict[str, Any]) 
 # --- Phase 3: preparing a model for pruning --------------------------------------------------
 
 
+@hookspec(firstresult=True)
+def modprune_unwrap_model(model: Any) -> nn.Module | None:
+    """The ``nn.Module`` to prune in place of a wrapper object the user passed (e.g. ultralytics' ``YOLO``).
+
+    Called by :func:`modprune.prune` before anything else, so that pruning works on the wrapped network
+    (and never calls a wrapper's own ``train()``/``eval()``, which may start a training run).
+
+    :param model: what the user passed to ``prune``.
+    :return: the module to prune in place (the wrapper then holds the pruned module), or None when
+        ``model`` is no wrapper this plugin knows. Stops at first non-None result.
+    """
+
+
 @hookspec
 def modprune_prepare_model(model: nn.Module, config: PruneConfig) -> None:
     """Rewrite blocks in place into prunable equivalents with identical outputs.

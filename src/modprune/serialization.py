@@ -262,9 +262,7 @@ def _load_any(path: Path, trust_pickle: bool, pm: ModpruneManager) -> nn.Module:
     if path.suffix.lower() not in _YAML_SUFFIXES or zipfile.is_zipfile(path):  # save() accepts any name
         try:
             obj = load_file(path, trust_pickle=trust_pickle, pm=pm)
-        except _TrustedLoadError:
-            raise
-        except ModelLoadError as exc:  # maybe a plugin's format: plugins get their turn below
+        except ModelLoadError as exc:  # maybe a plugin's format (e.g. aliased classes): plugins get their turn
             error, obj = exc, None
         if isinstance(obj, dict) and "modprune_format" in obj:
             version = obj["modprune_format"]

@@ -120,6 +120,11 @@ class Calls:
         return None
 
     @hookimpl
+    def modprune_unwrap_model(self, model: Any) -> nn.Module | None:
+        self.called.append("modprune_unwrap_model")
+        return model.net if isinstance(model, Wrapper) else None
+
+    @hookimpl
     def modprune_prepare_model(self, model: nn.Module, config: modprune.PruneConfig) -> None:
         self.called.append("modprune_prepare_model")
         self.prepared.append(model)
@@ -257,6 +262,21 @@ def _ex_save_model(pm: ModpruneManager, plugin: Calls, tmp_path: Path) -> None:
     assert sorted(p.name for p in tmp_path.iterdir()) == ["lin.toy"]  # written via a temp file, renamed
 
 
+class Wrapper:
+    """Not a module: a wrapper object holding one (like ultralytics' YOLO)."""
+
+    def __init__(self, net: nn.Module) -> None:
+        self.net = net
+
+
+def _ex_unwrap_model(pm: ModpruneManager, plugin: Calls, tmp_path: Path) -> None:
+    net = nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU(), nn.Conv2d(8, 4, 3))
+    modprune.prune(Wrapper(net), modprune.PruneConfig(method="unstructured", target=0.5), pm=pm)
+    assert float((net[0].weight == 0).float().mean()) > 0.3  # the wrapped module was pruned in place
+    with pytest.raises(modprune.ModpruneError, match="needs a torch.nn.Module"):
+        modprune.prune(object(), modprune.PruneConfig(), pm=pm)
+
+
 def _ex_prepare_model(pm: ModpruneManager, plugin: Calls, tmp_path: Path) -> None:
     model = _model()
     pm.hook.modprune_prepare_model(model=model, config=modprune.PruneConfig())
@@ -306,6 +326,7 @@ HOOK_EXERCISES: dict[str, Callable[[ModpruneManager, Calls, Path], None]] = {
     "modprune_register_model_modules": _ex_model_modules,
     "modprune_load_model": _ex_load_model,
     "modprune_save_model": _ex_save_model,
+    "modprune_unwrap_model": _ex_unwrap_model,
     "modprune_prepare_model": _ex_prepare_model,
     "modprune_protected_modules": _ex_protected_modules,
     "modprune_unwrapped_parameters": _ex_unwrapped_parameters,

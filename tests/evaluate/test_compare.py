@@ -90,7 +90,18 @@ def test_finetune_command_keeps_the_pruned_architecture(tmp_path, tiny_data, yol
     modprune.prune(yolov8n, cfg, example_inputs=torch.zeros(1, 3, 64, 64))
     modprune.save(yolov8n, tmp_path / "pruned.pt")
     result = _cli("finetune", "pruned.pt", "--data", str(tiny_data), "--epochs", "1", "--imgsz", "64",
-                  "--batch", "4", "--distill", "pruned.pt", "-o", "tuned.pt", cwd=tmp_path)
+                  "--batch", "4", "--distill", "pruned.pt", "-o", "tuned.pt", "--runs-dir", "runs", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     tuned = modprune.load(tmp_path / "tuned.pt")
     assert modprune.measure.count_params(tuned) == modprune.measure.count_params(yolov8n)
+
+
+def test_compare_checks_the_class_count_before_latency(tmp_path, tiny_data, offline_ultralytics):
+    from ultralytics.nn.tasks import DetectionModel
+
+    modprune.save(DetectionModel("yolov8n.yaml", verbose=False), tmp_path / "coco.pt")  # 80 classes
+    result = _cli("compare", "coco.pt", "--data", str(tiny_data), "--imgsz", "32", "--rounds", "3", "--no-onnx",
+                  cwd=tmp_path)
+    assert result.returncode == 2
+    assert "predicts 80 classes" in result.stderr and "has 1" in result.stderr
+    assert "[latency]" not in result.stderr

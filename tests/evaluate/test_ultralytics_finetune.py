@@ -60,28 +60,36 @@ def _disguise_yaml(model: torch.nn.Module) -> None:
 
 
 def test_ensure_offline_prepares_environment(offline_ultralytics: Path) -> None:
-    from modprune.integrations.ultralytics.offline import ensure_offline
+    import ultralytics.data.utils as data_utils
+    import ultralytics.utils.checks as checks
     from ultralytics.utils import SETTINGS
 
+    from modprune.integrations.ultralytics.offline import ensure_offline
+
     assert os.environ["YOLO_OFFLINE"] == "1" and os.environ["YOLO_AUTOINSTALL"] == "False"
-    for font in ("Arial.ttf", "Arial.Unicode.ttf"):
-        assert (offline_ultralytics / font).stat().st_size > 10_000
+    for font in ("Arial.ttf", "Arial.Unicode.ttf"):  # found locally, never downloaded nor copied
+        assert Path(checks.check_font(font)).stat().st_size > 10_000
+        assert Path(data_utils.check_font(font)).is_file()
+        assert not (offline_ultralytics / font).exists()
     assert SETTINGS["sync"] is False and SETTINGS["mlflow"] is False and SETTINGS["wandb"] is False
-    mtimes = {p.name: p.stat().st_mtime_ns for p in offline_ultralytics.iterdir()}
-    assert ensure_offline(offline_ultralytics.parent) == offline_ultralytics  # idempotent
-    assert {p.name: p.stat().st_mtime_ns for p in offline_ultralytics.iterdir()} == mtimes
+    on_disk = json.loads((offline_ultralytics / "settings.json").read_text())
+    assert on_disk["sync"] is True  # ultralytics' default, as the user left it: nothing was saved
+    before = sorted(p.name for p in offline_ultralytics.iterdir())
+    assert ensure_offline() == offline_ultralytics  # idempotent
+    assert sorted(p.name for p in offline_ultralytics.iterdir()) == before
 
 
 def test_ensure_offline_after_ultralytics_import(tmp_path: Path) -> None:
-    """Called late, it patches ultralytics' constants and puts the fonts where ultralytics looks."""
+    """Called late, it patches ultralytics' constants and its font lookup, and keeps its config dir."""
     code = textwrap.dedent(f"""
         import json, os
         import ultralytics.utils as uu, ultralytics.utils.checks as checks, ultralytics.utils.events as ev
+        import ultralytics.utils.plotting as plotting
         from modprune.integrations.ultralytics.offline import ensure_offline
-        d = ensure_offline({str(tmp_path / "late")!r})
+        d = ensure_offline()
         print(json.dumps({{"dir": str(d), "actual": str(uu.USER_CONFIG_DIR), "online": uu.ONLINE,
             "auto": checks.AUTOINSTALL, "events": ev.events.enabled,
-            "font": os.path.exists(os.path.join(str(d), "Arial.ttf"))}}))
+            "font": os.path.exists(plotting.check_font("Arial.ttf"))}}))
     """)
     env = _subprocess_env(YOLO_CONFIG_DIR=str(tmp_path / "early"), YOLO_OFFLINE="1")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
@@ -89,6 +97,7 @@ def test_ensure_offline_after_ultralytics_import(tmp_path: Path) -> None:
     res = json.loads(out.stdout.strip().splitlines()[-1])
     assert res["dir"] == res["actual"] == str(tmp_path / "early" / "Ultralytics")
     assert res["font"] and res["online"] is False and res["auto"] is False and res["events"] is False
+    assert not (tmp_path / "early" / "Ultralytics" / "Arial.ttf").exists()
 
 
 @pytest.mark.slow  # ~11 s alone, ~20 s on a busy 2-core machine
@@ -263,6 +272,9 @@ def test_keep_zeros_false_lets_weights_regrow(offline_ultralytics: Path, tiny_da
     ({"name": "a/b"}, ConfigError, "name"),
     ({"overrides": {"model": "yolov8s.pt"}}, ConfigError, "overrides may not set"),
     ({"lr0": -1.0}, ConfigError, "lr0"),
+    ({"patience": 0}, ConfigError, "patience"),
+    ({"overrides": {"cos_lrr": True}}, ConfigError, "not an ultralytics training argument .did you mean cos_lr"),
+    ({"resume": True}, ConfigError, "nothing to resume"),
     ({"masks": {"nope.weight": torch.ones(1)}}, ConfigError, "names no parameter"),
     ({"masks": {"model.0.conv.weight": torch.ones(3)}}, ConfigError, "shape"),
 ])
@@ -284,13 +296,63 @@ def test_finetune_model_and_teacher_checks(yolov8n: torch.nn.Module, tiny_data: 
     options = FinetuneOptions(epochs=1, imgsz=64, project_dir=tmp_path)
     with pytest.raises(UnsupportedModelError):
         finetune(torch.nn.Conv2d(3, 3, 1), tiny_data, options)
-    with pytest.raises(ConfigError, match="teacher head"):
+    with pytest.raises(ConfigError, match="teacher predicts 2 classes"):
         finetune(yolov8n, tiny_data, options, teacher=DetectionModel("yolov8n.yaml", nc=2, verbose=False))
     two = generate_dataset(tmp_path / "two", n_train=2, n_val=2, imgsz=64, n_classes=2)
     with pytest.raises(ConfigError, match="classes"):
         finetune(yolov8n, two, options)
     with pytest.raises(ConfigError, match="FinetuneOptions"):
         finetune(yolov8n, tiny_data, {"epochs": 1})  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match="reset_head=True"):  # the documented way out, before any training
+        finetune(DetectionModel("yolov8n.yaml", verbose=False), tiny_data, options)
+
+
+def test_reset_head_reinitialises_only_the_class_outputs(yolov8n: torch.nn.Module) -> None:
+    from modprune.integrations.ultralytics.trainer import reset_head
+
+    before = {k: v.clone() for k, v in yolov8n.state_dict().items()}
+    reset_head(yolov8n, 3)
+    head = yolov8n.model[-1]
+    assert head.nc == 3 and head.no == 3 + 4 * head.reg_max and yolov8n.yaml["nc"] == 3
+    after = yolov8n.state_dict()
+    changed = {k for k in before if k not in after or before[k].shape != after[k].shape}
+    assert changed and all(".cv3." in k for k in changed)
+    assert all(torch.equal(before[k], after[k]) for k in before if k not in changed)
+    y = yolov8n.eval()(torch.zeros(1, 3, 64, 64))[0]
+    assert y.shape[1] == 4 + 3
+
+
+@pytest.mark.slow  # one tiny epoch through the CLI
+def test_finetune_command_for_real_data(tmp_path: Path, tiny_data: Path) -> None:
+    """An 80-class model on a 1-class dataset, ultralytics arguments passed through, the default runs dir."""
+    config = tmp_path / "cfg"
+    env = {k: v for k, v in _subprocess_env().items() if not k.startswith("YOLO_")}
+    env["YOLO_CONFIG_DIR"] = str(config)
+    subprocess.run([sys.executable, "-c", "import ultralytics.utils"], env={**env, "YOLO_OFFLINE": "1"}, check=True,
+                   capture_output=True, timeout=120)
+    settings_file = config / "Ultralytics" / "settings.json"
+    settings = json.loads(settings_file.read_text())
+    settings_file.write_text(json.dumps({**settings, "runs_dir": str(tmp_path / "my-runs")}))
+    base = ["-c", "import sys; from modprune.cli.main import main; sys.exit(main())", "finetune", "yolov8n.yaml", "--data", str(tiny_data), "--epochs", "1",
+            "--imgsz", "64", "--batch", "4", "-o", "tuned.pt"]
+    bad = subprocess.run([sys.executable, *base, "--reset-head", "--train-arg", "mosaik=0"], cwd=tmp_path, env=env,
+                         capture_output=True, text=True, timeout=300)
+    assert bad.returncode == 2 and "'mosaik' is not an ultralytics training argument" in bad.stderr
+    assert len([line for line in bad.stderr.splitlines() if line.strip()]) == 1
+    no_reset = subprocess.run([sys.executable, *base], cwd=tmp_path, env=env, capture_output=True, text=True,
+                              timeout=300)
+    assert no_reset.returncode == 2 and "--reset-head" in no_reset.stderr
+    done = subprocess.run([sys.executable, *base, "--reset-head", "--device", "cpu", "--workers", "0", "--lr0",
+                           "0.002", "--patience", "3", "--train-arg", "mosaic=0", "--train-arg", "warmup_epochs=0"],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    run = tmp_path / "my-runs" / "modprune" / "finetune"
+    assert (run / "weights" / "last.pt").is_file()
+    args = (run / "args.yaml").read_text()
+    assert "mosaic: 0" in args and "patience: 3" in args and "lr0: 0.002" in args
+    import modprune
+
+    assert modprune.load(tmp_path / "tuned.pt").model[-1].nc == 1
 
 
 # ------------------------------------------------------------------------------------------------ trainer class

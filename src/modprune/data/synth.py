@@ -24,6 +24,9 @@ from __future__ import annotations
 import logging
 import math
 import os
+import shutil
+import sys
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
@@ -182,7 +185,8 @@ def check_dataset(data_yaml: str | os.PathLike[str]) -> DatasetSummary:
     """Check a YOLO detection dataset described by ``data_yaml`` and summarise it.
 
     The dataset root is resolved as ultralytics does: ``path`` if absolute or relative to the working
-    directory, else the yaml's folder. Checks that the yaml parses and names the train and val image
+    directory, else relative to ultralytics' ``datasets_dir`` setting (when ultralytics is loaded in this
+    process), else the yaml's folder. Checks that the yaml parses and names the train and val image
     folders (or ``.txt`` image lists) and
     the class names; that both splits hold images; that every label file has rows of five numbers
     ``cls cx cy w h`` with an integer class id in ``[0, nc)``, centres in ``[0, 1]`` and positive sizes;
@@ -605,15 +609,26 @@ def _parse_names(data: dict[str, Any], yaml_path: Path) -> list[str]:
     return [str(n) for n in names]
 
 
+def _datasets_dir() -> Path | None:
+    """ultralytics' ``datasets_dir`` setting when ultralytics is loaded in this process (the user's setting)."""
+    uu = sys.modules.get("ultralytics.utils")
+    value = getattr(uu, "DATASETS_DIR", None) if uu is not None else None
+    return Path(value) if value is not None else None
+
+
 def _dataset_root(data: dict[str, Any], yaml_path: Path) -> Path:
-    """Dataset root as ultralytics finds it: ``path`` (absolute, or relative to the working directory),
-    else the yaml's folder. (ultralytics also tries its ``datasets_dir`` setting; we do not.)"""
+    """Dataset root as ultralytics finds it: ``path`` (absolute, or relative to the working directory,
+    else relative to ultralytics' ``datasets_dir`` setting), else the yaml's folder."""
     root = data.get("path")
     if not root:
         return yaml_path.parent.resolve()
     root = Path(str(root)).expanduser()
+    datasets_dir = _datasets_dir()
+    if not root.exists() and not root.is_absolute() and datasets_dir is not None:
+        root = datasets_dir / root
     if not root.is_dir():
-        hint = ("; a relative 'path' is resolved against the working directory (not the yaml's folder): "
+        where = f" or in ultralytics' datasets_dir {str(datasets_dir)!r}" if datasets_dir is not None else ""
+        hint = (f"; a relative 'path' is looked up in the working directory{where}, not the yaml's folder: "
                 "write an absolute path or drop 'path' to use the yaml's folder") if not root.is_absolute() else ""
         raise DatasetError(f"dataset root {str(root)!r} (key 'path' in {str(yaml_path)!r}) is not a directory"
                            f"{hint}", obj=root)

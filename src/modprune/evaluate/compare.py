@@ -130,6 +130,21 @@ def _onnx_sessions(models: Mapping[str, nn.Module], opts: CompareOptions, workdi
     return sessions, files
 
 
+def _check_classes(models: Mapping[str, nn.Module], data: str | os.PathLike[str]) -> None:
+    """Refuse a model whose detection head predicts another number of classes than ``data`` has."""
+    from modprune.data import check_dataset  # noqa: PLC0415
+
+    nc = check_dataset(data).nc
+    for name, model in models.items():
+        layers = getattr(model, "model", None)
+        head = layers[-1] if isinstance(layers, (nn.Sequential, nn.ModuleList)) and len(layers) else None
+        head_nc = getattr(head, "nc", None)
+        if isinstance(head_nc, int) and head_nc != nc:
+            raise ConfigError(f"{name}: the model predicts {head_nc} classes but {str(data)!r} has {nc}; validate "
+                              "on the dataset the model was trained for, or fine-tune it first (modprune finetune "
+                              "--reset-head)", name)
+
+
 def compare_models(
     models: Mapping[str, nn.Module],
     *,
@@ -146,6 +161,8 @@ def compare_models(
         raise ConfigError("compare needs at least one model", models)
     say = progress or (lambda msg: log.info("%s", msg))
     names = list(models)
+    if options.data:
+        _check_classes(models, options.data)  # before minutes of latency measurement
     x = torch.zeros(options.batch, 3, options.imgsz, options.imgsz)
     rows: dict[str, dict[str, Any]] = {n: {"name": n, "path": str((paths or {}).get(n, "")) or None} for n in names}
     with tempfile.TemporaryDirectory(prefix="modprune-compare-") as tmp:

@@ -29,6 +29,8 @@ _EXPORTS = {
     "FORK_CLASS_PATHS": "compat",
     "fork_aliases": "compat",
     "load_fork_checkpoint": "compat",
+    "load_fork_model": "compat",
+    "is_fork_checkpoint": "compat",
     "DEFAULT_CFG": "model",
     "build_model": "model",
     "CFG_DIR": "parse",

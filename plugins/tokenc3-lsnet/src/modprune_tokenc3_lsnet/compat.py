@@ -27,17 +27,27 @@ import contextlib
 import importlib
 import logging
 import os
+import pickletools
 import sys
 import threading
+import zipfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 from torch import nn
 
 from modprune_tokenc3_lsnet import blocks as B
 
-__all__ = ["FORK_CLASS_PATHS", "autoinstall_disabled", "fork_aliases", "load_fork_checkpoint", "rebuild_model"]
+__all__ = [
+    "FORK_CLASS_PATHS",
+    "autoinstall_disabled",
+    "fork_aliases",
+    "is_fork_checkpoint",
+    "load_fork_checkpoint",
+    "load_fork_model",
+    "rebuild_model",
+]
 
 log = logging.getLogger(__name__)
 
@@ -181,3 +191,53 @@ def load_fork_checkpoint(path: str | Path, rebuild: bool = True, trust_pickle: b
             if isinstance(ckpt.get(key), nn.Module):
                 ckpt[key] = rebuild_model(ckpt[key])
     return ckpt
+
+
+def _pickle_globals(path: Path) -> set[str]:
+    """The ``module.name`` globals the pickle of a PyTorch zip archive names (nothing is unpickled)."""
+    with zipfile.ZipFile(path) as archive:
+        records = [n for n in archive.namelist() if n.endswith("/data.pkl") and n.count("/") == 1]
+        if len(records) != 1:
+            return set()
+        data = archive.read(records[0])
+    found: set[str] = set()
+    strings: list[str] = []
+    for opcode, arg, _pos in pickletools.genops(data):
+        if opcode.name == "GLOBAL" and isinstance(arg, str):
+            found.add(arg.replace(" ", "."))
+        elif isinstance(arg, str):  # STACK_GLOBAL (protocol 4+) takes the last two strings pushed
+            strings = [*strings[-1:], arg]
+        elif opcode.name == "STACK_GLOBAL" and len(strings) == 2:
+            found.add(".".join(strings))
+    return found
+
+
+def is_fork_checkpoint(path: str | Path) -> bool:
+    """Whether ``path`` is a PyTorch file whose pickle names one of :data:`FORK_CLASS_PATHS`.
+
+    Reads the pickle's opcodes only (no object is rebuilt); False for files that are no zip archive
+    or cannot be read.
+    """
+    file = Path(path)
+    try:
+        if not file.is_file() or not zipfile.is_zipfile(file):
+            return False
+        return bool(_pickle_globals(file) & set(FORK_CLASS_PATHS))
+    except (OSError, zipfile.BadZipFile, ValueError, EOFError):
+        return False
+
+
+def load_fork_model(path: str | Path, trust_pickle: bool = False) -> nn.Module:
+    """The model of a fork checkpoint (its EMA when saved, else ``model``), rebuilt, float32, eval mode.
+
+    The checkpoint's ``train_args`` become ``model.args`` (a dict, as ultralytics attaches them), so
+    saving the model again (``modprune.save``) keeps them.
+    """
+    ckpt = load_fork_checkpoint(path, rebuild=True, trust_pickle=trust_pickle)
+    model = ckpt.get("ema") if isinstance(ckpt.get("ema"), nn.Module) else ckpt.get("model")
+    if not isinstance(model, nn.Module):
+        raise ValueError(f"{path} holds no model (neither 'ema' nor 'model' is a module)")
+    train_args = ckpt.get("train_args")
+    if isinstance(train_args, Mapping):
+        model.args = dict(train_args)
+    return model.float().eval()

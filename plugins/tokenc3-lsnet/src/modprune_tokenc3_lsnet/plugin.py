@@ -152,9 +152,11 @@ def modprune_register_model_modules() -> list[type]:
 @hookimpl
 def modprune_load_model(path: Path, trust_pickle: bool) -> Any:
     """Build TokenC3-LSNet from a model yaml (a path, or a shipped config's bare name such as
-    ``yolov13n_lsnet_p2_simple.yaml``) that uses this plugin's blocks; None for anything else."""
+    ``yolov13n_lsnet_p2_simple.yaml``) that uses this plugin's blocks, or load a checkpoint saved by the
+    user's fork (its pickle names a class of ``FORK_CLASS_PATHS``; loaded with the aliases, weights-only,
+    ``train_args`` kept as ``model.args``); None for anything else."""
     if Path(path).suffix.lower() not in (".yaml", ".yml"):
-        return None
+        return _load_fork(Path(path), trust_pickle)
     from modprune.integrations.ultralytics import ensure_offline
 
     ensure_offline()  # before anything here imports ultralytics
@@ -171,3 +173,17 @@ def modprune_load_model(path: Path, trust_pickle: bool) -> Any:
         if not (isinstance(cfg, dict) and uses_plugin_modules(cfg)):
             return None
     return build_model(str(path)).float().eval()
+
+
+def _load_fork(path: Path, trust_pickle: bool) -> Any:
+    """A fork checkpoint's model, or None when ``path`` is no fork checkpoint."""
+    from modprune_tokenc3_lsnet.compat import is_fork_checkpoint
+
+    if not is_fork_checkpoint(path):
+        return None
+    from modprune.integrations.ultralytics import ensure_offline
+
+    ensure_offline()
+    from modprune_tokenc3_lsnet.compat import load_fork_model
+
+    return load_fork_model(path, trust_pickle=trust_pickle)

@@ -2,7 +2,7 @@
 
 Importing this package does not import ultralytics. Its public API, for plugins that build or load
 ultralytics models: :func:`ensure_offline` (call it before importing ultralytics: no network
-attempts) and :func:`default_config_dir` (where modprune keeps ultralytics' settings and fonts).
+attempts, for the process only) and :func:`default_config_dir` (the user's ultralytics config root).
 """
 
 from modprune.integrations.ultralytics.offline import default_config_dir, ensure_offline

@@ -1,99 +1,85 @@
-"""Make ultralytics run with zero network attempts.
+"""Make ultralytics run with zero network attempts, changing nothing on disk.
 
 Ultralytics reaches the network in a few places even when nothing needs downloading:
 
 * at import, a DNS "online" probe (``ultralytics.utils.ONLINE``) unless ``YOLO_OFFLINE`` is set;
-* in dataset checks and plots, a download of ``Arial.ttf`` / ``Arial.Unicode.ttf`` into its config dir
-  when the font is not there (even offline, even with plots off);
+* in dataset checks and plots, ``check_font`` downloads ``Arial.ttf`` / ``Arial.Unicode.ttf`` into its
+  config dir when the font is not there (even offline, even with plots off);
 * when a pickled class is missing, a ``pip install`` of a package named after the module, unless
   ``YOLO_AUTOINSTALL`` is false;
 * usage events (``settings['sync']``), Platform streaming (an API key) and logger integrations
   (ClearML, Comet, DVC, MLflow, Ray Tune, TensorBoard, W&B) enabled in its settings.
 
-:func:`ensure_offline` closes all of these. ultralytics reads ``YOLO_OFFLINE``, ``YOLO_AUTOINSTALL`` and
-``YOLO_CONFIG_DIR`` once, when ``ultralytics.utils`` is first imported, so call it before importing
-ultralytics. If ultralytics was already imported it patches the module constants it can (``ONLINE``,
-``AUTOINSTALL``, the usage-event switch) and puts the fonts into the config dir ultralytics already uses.
+:func:`ensure_offline` closes all of these **for the current process only**: it sets the environment
+variables of this process, switches the settings off in the in-memory settings object (without saving
+them: the user's ``settings.json`` is not rewritten), and replaces ``check_font`` in the ultralytics
+modules that use it by a local lookup (the user's own font file if present, else a system font
+matplotlib knows, else matplotlib's bundled DejaVuSans), so no font is downloaded or copied. It uses
+the user's ultralytics config dir (``YOLO_CONFIG_DIR`` or ultralytics' default), so modprune and
+``YOLO()`` in one process see the same ``datasets_dir``, ``runs_dir`` and ``weights_dir``.
+
+ultralytics reads ``YOLO_OFFLINE`` and ``YOLO_AUTOINSTALL`` once, when ``ultralytics.utils`` is first
+imported, so call it before importing ultralytics. If ultralytics was already imported it patches the
+module constants it can (``ONLINE``, ``AUTOINSTALL``, the usage-event switch).
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import shutil
 import sys
 from pathlib import Path
+from typing import Any
 
 from modprune.exceptions import ConfigError
 
-__all__ = ["ensure_offline", "default_config_dir", "FONT_NAMES"]
+__all__ = ["ensure_offline", "default_config_dir", "FONT_NAMES", "local_font"]
 
 LOG = logging.getLogger(__name__)
 
 FONT_NAMES = ("Arial.ttf", "Arial.Unicode.ttf")
-_WARNED: list[str] = []  # warn once per process about a config dir fixed by an earlier import
-# Settings switched off: usage events and every logger integration ultralytics can load.
+# Settings switched off (in memory): usage events and every logger integration ultralytics can load.
 _OFF_SETTINGS = ("sync", "clearml", "comet", "dvc", "mlflow", "raytune", "tensorboard", "wandb")
+# Modules that call check_font (imported by name, so each module's own reference is replaced).
+_FONT_USERS = ("ultralytics.utils.checks", "ultralytics.data.utils", "ultralytics.utils.plotting")
 
 
-def default_config_dir() -> Path:
-    """Where modprune keeps ultralytics' settings and fonts unless told otherwise.
-
-    ``$MODPRUNE_CACHE_DIR/ultralytics`` if set, else ``$XDG_CACHE_HOME/modprune/ultralytics``, else
-    ``~/.cache/modprune/ultralytics``.
-    """
-    if env := os.environ.get("MODPRUNE_CACHE_DIR"):
-        return Path(env).expanduser() / "ultralytics"
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base).expanduser() / "modprune" / "ultralytics"
+def default_config_dir() -> Path | None:
+    """The ultralytics config root modprune uses: ``$YOLO_CONFIG_DIR`` if set, else None (ultralytics'
+    own default, the user's). modprune keeps no config dir of its own."""
+    env = os.environ.get("YOLO_CONFIG_DIR")
+    return Path(env).expanduser() if env else None
 
 
 def ensure_offline(config_dir: str | os.PathLike[str] | None = None) -> Path:
-    """Prepare ultralytics to run without any network attempt; idempotent. Returns the font/settings dir.
+    """Prepare ultralytics to run without any network attempt, for this process; idempotent.
 
     Args:
-        config_dir: Value for ``YOLO_CONFIG_DIR``. Default: an existing ``YOLO_CONFIG_DIR`` environment
-            variable (the user's choice), else :func:`default_config_dir`.
+        config_dir: Value for ``YOLO_CONFIG_DIR`` (only honoured before ultralytics is imported). Default:
+            the user's (the ``YOLO_CONFIG_DIR`` environment variable, else ultralytics' default).
 
     Returns:
-        The directory holding ultralytics' ``settings.json`` and the fonts (``$YOLO_CONFIG_DIR/Ultralytics``,
-        or the one ultralytics already uses if it was imported before this call).
-
-    Raises:
-        ConfigError: ``config_dir`` cannot be created, or no font is available to copy.
+        The directory ultralytics uses for ``settings.json`` (``USER_CONFIG_DIR``). Nothing is written there.
     """
-    if config_dir is not None:
-        root = Path(config_dir).expanduser()
-    elif os.environ.get("YOLO_CONFIG_DIR"):
-        root = Path(os.environ["YOLO_CONFIG_DIR"]).expanduser()
-    else:
-        root = default_config_dir()
-    root = root.resolve()
     already_imported = "ultralytics.utils" in sys.modules
-    if already_imported and not _WARNED:
-        actual = Path(sys.modules["ultralytics.utils"].USER_CONFIG_DIR)
-        if actual.resolve() != (root / "Ultralytics").resolve():
-            _WARNED.append(str(actual))
-            LOG.warning("ultralytics was imported before ensure_offline(); its config dir stays %s. Call "
-                        "ensure_offline() before importing ultralytics to use %s.", actual, root)
+    if config_dir is not None:
+        root = Path(config_dir).expanduser().resolve()
+        if already_imported and Path(sys.modules["ultralytics.utils"].USER_CONFIG_DIR) != root / "Ultralytics":
+            LOG.debug("ultralytics was imported before ensure_offline(%s); its config dir stays %s", root,
+                      sys.modules["ultralytics.utils"].USER_CONFIG_DIR)
+        else:
+            os.environ["YOLO_CONFIG_DIR"] = str(root)
     os.environ["YOLO_OFFLINE"] = "1"
     os.environ["YOLO_AUTOINSTALL"] = "False"
-    os.environ["YOLO_CONFIG_DIR"] = str(root)
     if os.environ.pop("ULTRALYTICS_API_KEY", None):
         LOG.warning("ULTRALYTICS_API_KEY removed from this process's environment: offline mode streams nothing "
                     "to Ultralytics Platform")
-    user_dir = root / "Ultralytics"  # ultralytics appends this to YOLO_CONFIG_DIR
-    _install_fonts(user_dir)
     import ultralytics.utils as uu  # noqa: PLC0415 - reads the environment set above
 
     _patch_imported_constants()  # no-op on a fresh import; needed when ultralytics came first
-    if already_imported:
-        actual = Path(uu.USER_CONFIG_DIR)
-        if actual.resolve() != user_dir.resolve():
-            _install_fonts(actual)
-            user_dir = actual
+    _patch_check_font()
     _settings_off(uu.SETTINGS)
-    return user_dir
+    return Path(uu.USER_CONFIG_DIR)
 
 
 def _find_font() -> Path:
@@ -109,23 +95,46 @@ def _find_font() -> Path:
     return font
 
 
-def _install_fonts(user_dir: Path) -> None:
-    """Copy the fallback font to every name ultralytics may ask for (no-op when already there)."""
+def local_font(font: str | os.PathLike[str] = "Arial.ttf") -> Path:
+    """A local font file for ultralytics' ``check_font(font)``; never downloads or copies anything.
+
+    The file in ultralytics' config dir when the user has it, else a font of that name matplotlib
+    knows, else matplotlib's DejaVuSans (which covers Unicode too).
+    """
+    name = Path(font).name
+    uu = sys.modules.get("ultralytics.utils")
+    if uu is not None and (Path(uu.USER_CONFIG_DIR) / name).is_file():
+        return Path(uu.USER_CONFIG_DIR) / name
+    if Path(font).is_file():
+        return Path(font)
     try:
-        user_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise ConfigError(f"cannot create ultralytics config dir {str(user_dir)!r} ({e}); pass a writable "
-                          "config_dir or set MODPRUNE_CACHE_DIR", obj=user_dir) from e
-    src = None
-    for name in FONT_NAMES:
-        dst = user_dir / name
-        if dst.is_file() and dst.stat().st_size > 0:
-            continue
-        src = src or _find_font()
-        tmp = dst.with_name(f".{name}.{os.getpid()}.tmp")
-        shutil.copyfile(src, tmp)
-        os.replace(tmp, dst)
-        LOG.debug("installed font %s -> %s", src, dst)
+        from matplotlib import font_manager  # noqa: PLC0415
+
+        for entry in font_manager.fontManager.ttflist:
+            if name in entry.fname and os.path.exists(entry.fname):
+                return Path(entry.fname)
+    except ImportError:  # pragma: no cover - ultralytics depends on matplotlib
+        pass
+    return _find_font()
+
+
+def _offline_check_font(font: str = "Arial.ttf") -> Path:
+    """Replacement for ultralytics' ``check_font`` (same signature): a local file, no download."""
+    return local_font(font)
+
+
+def _patch_check_font() -> None:
+    """Point every imported module that uses ``check_font`` at :func:`_offline_check_font`.
+
+    ``ultralytics.utils.checks`` is imported here, so modules importing ``check_font`` from it later get
+    the replacement too.
+    """
+    import ultralytics.utils.checks  # noqa: PLC0415, F401
+
+    for name in _FONT_USERS:
+        mod = sys.modules.get(name)
+        if mod is not None and getattr(mod, "check_font", None) is not _offline_check_font:
+            mod.check_font = _offline_check_font
 
 
 def _patch_imported_constants() -> None:
@@ -144,9 +153,12 @@ def _patch_imported_constants() -> None:
         events_mod.events.enabled = False
 
 
-def _settings_off(settings: dict) -> None:
-    """Turn off usage sync and logger integrations in ultralytics' settings (written only if changed)."""
+def _settings_off(settings: dict[str, Any]) -> None:
+    """Turn off usage sync and logger integrations in ultralytics' settings object, in memory only.
+
+    ``SettingsManager.update`` saves to ``settings.json``; ``dict.update`` changes this process's copy only.
+    """
     changes = {k: False for k in _OFF_SETTINGS if k in settings and settings[k] is not False}
     if changes:
-        settings.update(changes)
-        LOG.debug("ultralytics settings switched off: %s", sorted(changes))
+        dict.update(settings, changes)
+        LOG.debug("ultralytics settings switched off for this process: %s", sorted(changes))

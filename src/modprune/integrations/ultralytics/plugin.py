@@ -10,6 +10,7 @@ What the hooks do:
 
 * detectors: ``detect_head`` (Detect and subclasses, head priority), ``attention`` (Attention, AAttn,
   PSABlock, ABlock, MaxSigmoidAttnBlock, block priority), ``dfl``;
+* ``modprune_unwrap_model``: a ``YOLO`` object is pruned through its ``.model`` (in place);
 * ``modprune_prepare_model``: refuses RT-DETR, YOLO-World and YOLOE models (:data:`UNTRACEABLE`) in one
   line; C2f / C3k2 / C2 / C2PSA / PSA / RepNCSPELAN4 / ELAN1 become split blocks
   with identical outputs (:mod:`~modprune.integrations.ultralytics.rewrite`);
@@ -86,6 +87,22 @@ def _refuse_untraceable(model: nn.Module) -> None:
                 f"cannot trace {why}; use method 'unstructured' for this model",
                 model,
             )
+
+
+@hookimpl
+def modprune_unwrap_model(model: Any) -> nn.Module | None:
+    """An ultralytics ``Model`` (``YOLO(...)``) is pruned through its ``.model``; its own ``train()`` would
+    start a training run (and a dataset download) if pruning called it."""
+    engine = sys.modules.get("ultralytics.engine.model")
+    if engine is None or not isinstance(model, engine.Model):
+        return None
+    inner = getattr(model, "model", None)
+    if not isinstance(inner, nn.Module):
+        from modprune.exceptions import UnsupportedModelError  # noqa: PLC0415
+
+        raise UnsupportedModelError(f"this {type(model).__name__} object holds no loaded network to prune "
+                                    f"(its model is {type(inner).__name__}); load weights or a yaml first", model)
+    return inner
 
 
 @hookimpl

@@ -52,7 +52,7 @@ from ultralytics.models.yolo.detect import DetectionTrainer
 from ultralytics.utils import DEFAULT_CFG
 from ultralytics.utils.torch_utils import unwrap_model
 
-from modprune.exceptions import ConfigError, ModelLoadError, ModpruneError
+from modprune.exceptions import ConfigError, ModelLoadError, ModpruneError, UnsupportedModelError
 from modprune.integrations.ultralytics.validate import detect_head, quiet_ultralytics
 
 __all__ = [
@@ -66,6 +66,9 @@ __all__ = [
     "FinetuneOptions",
     "finetune",
     "MODEL_PLACEHOLDER",
+    "reset_head",
+    "default_runs_dir",
+    "check_train_overrides",
 ]
 
 LOG = logging.getLogger(__name__)
@@ -97,12 +100,61 @@ class PrunedModelTrainer(DetectionTrainer):
         if model is not None:
             self.model = model
 
+    def check_resume(self, overrides: dict[str, Any]) -> None:
+        """``resume=path/to/last.pt``: read that checkpoint with modprune's restricted loader (ultralytics'
+        own reader unpickles without restriction); the run keeps this trainer's arguments."""
+        resume = self.args.resume
+        self.resume = bool(resume)
+        self._resume_ckpt = None
+        if not resume:
+            return
+        last = Path(str(resume))
+        if resume is True or not last.is_file():
+            raise ConfigError(f"resume={resume!r}: give the interrupted run's weights/last.pt (a file)", obj=resume)
+        from modprune.serialization import load_file  # noqa: PLC0415 - weights-only, plugin allowlist
+
+        ckpt = load_file(last)
+        if not isinstance(ckpt, dict) or ckpt.get("optimizer") is None or int(ckpt.get("epoch", -1)) < 0:
+            raise ConfigError(f"{str(last)!r} is not a resumable checkpoint (its run finished or holds no optimizer "
+                              "state); start a new run instead", obj=str(last))
+        self._resume_ckpt = ckpt
+
+    def setup_model(self) -> dict[str, Any] | None:
+        """The checkpoint to resume from (its EMA weights loaded into the model), else None."""
+        ckpt = getattr(self, "_resume_ckpt", None)
+        if not isinstance(self.model, nn.Module):
+            self.model = self.get_model(weights=None)
+        if ckpt is not None:
+            source = ckpt.get("ema") if isinstance(ckpt.get("ema"), nn.Module) else ckpt.get("model")
+            self.model.load_state_dict({k: v.float() if v.is_floating_point() else v
+                                        for k, v in source.state_dict().items()})
+        return ckpt
+
     def get_model(self, cfg: Any = None, weights: Any = None, verbose: bool = True) -> nn.Module:
-        """Return the given model unchanged (ultralytics' version would rebuild it from ``cfg``)."""
+        """Return the model to train unchanged (ultralytics' version would rebuild it from ``cfg``).
+
+        The model given at construction; else, when ultralytics' ``YOLO(path).train(trainer=PrunedModelTrainer)``
+        constructs this trainer, the loaded checkpoint's module (``weights``) itself; else the checkpoint
+        named by ``args.model``, loaded with :func:`modprune.load` (weights-only).
+        """
         model = getattr(self, "_given_model", None)
+        if model is None and isinstance(weights, nn.Module):
+            model = weights
+        if model is None and str(getattr(self.args, "model", "")).lower().endswith(".pt"):
+            from modprune.serialization import load  # noqa: PLC0415 - weights-only, plugin allowlist
+
+            model = load(self.args.model).float()
         if model is None:
             raise ConfigError("PrunedModelTrainer needs the model to train: pass model=... (an ultralytics "
-                              "DetectionModel) or set trainer.model before train()", obj=cfg)
+                              "DetectionModel), set trainer.model before train(), or use "
+                              "YOLO('pruned.pt').train(trainer=PrunedModelTrainer, ...)", obj=cfg)
+        n_data = getattr(self, "data", None) or {}
+        head = detect_head(model)
+        if "nc" in n_data and int(head.nc) != int(n_data["nc"]):
+            raise ConfigError(f"the model predicts {int(head.nc)} classes but the dataset has {n_data['nc']}; use "
+                              "modprune.finetune(..., FinetuneOptions(reset_head=True)) or 'modprune finetune "
+                              "--reset-head' to re-initialise the head for the dataset's classes", obj=head.nc)
+        self._given_model = model
         return model
 
 
@@ -377,8 +429,14 @@ class FinetuneOptions:
         amp: Mixed precision on GPU. ``True`` runs ultralytics' AMP self-check, which downloads
             ``yolo26n.pt`` (a network attempt); ``"bf16"`` skips the check. Ignored on CPU.
         plots: Let ultralytics save plots.
+        patience: Epochs without improvement before early stopping (ultralytics' default when None).
+        resume: Continue the interrupted run ``project_dir/name`` from its ``weights/last.pt`` (optimizer,
+            EMA and epoch restored; the checkpoint is read with modprune's restricted loader).
+        reset_head: When the model's (or teacher's) class count differs from the dataset's, re-initialise the
+            detection head's class outputs for the dataset's classes instead of raising (box outputs and
+            the rest of the model are kept; a teacher with other classes is refused either way).
         overrides: Any other ultralytics training argument (e.g. ``{"close_mosaic": 2}``), except those
-            :func:`finetune` sets itself.
+            :func:`finetune` sets itself; keys are checked against ultralytics' configuration keys.
         offline: Call :func:`~modprune.integrations.ultralytics.offline.ensure_offline` first.
         verbose: Let ultralytics log its progress.
         distill: What a teacher distils (used with a teacher): ``"output"`` (head outputs), ``"feature"``
@@ -403,6 +461,9 @@ class FinetuneOptions:
     optimizer: str = "auto"
     amp: bool | str = False
     plots: bool = False
+    patience: int | None = None
+    resume: bool = False
+    reset_head: bool = False
     overrides: Mapping[str, Any] = field(default_factory=dict)
     offline: bool = True
     verbose: bool = False
@@ -415,6 +476,10 @@ class FinetuneOptions:
                              distill_weight=self.distill_weight, distill_temperature=self.distill_temperature,
                              seed=self.seed, workers=self.workers, name=self.name, overrides=self.overrides,
                              lr0=self.lr0)
+        if self.patience is not None and (isinstance(self.patience, bool) or not isinstance(self.patience, int)
+                                          or self.patience < 1):
+            raise ConfigError(f"patience={self.patience!r} must be an integer >= 1 or None", obj=self.patience)
+        check_train_overrides(self.overrides or {})
         object.__setattr__(self, "overrides", types.MappingProxyType(dict(self.overrides or {})))
         _check_distill_args(self.distill, self.feature_weight, self.feature_temperature)
 
@@ -430,6 +495,10 @@ class FinetuneOptions:
         }
         if self.lr0 is not None:
             args["lr0"] = float(self.lr0)
+        if self.patience is not None:
+            args["patience"] = int(self.patience)
+        if self.resume:
+            args["resume"] = str(project / self.name / "weights" / "last.pt")
         args.setdefault("deterministic", True)  # same seed, same machine -> same weights (see docs/results.md)
         return args
 
@@ -471,12 +540,17 @@ def finetune(
     """
     if not isinstance(options, FinetuneOptions):
         raise ConfigError(f"finetune() needs FinetuneOptions, got {type(options).__name__}", obj=options)
-    yaml_path = _check_inputs(model, data_yaml, teacher)
     if options.offline:
         from modprune.integrations.ultralytics.offline import ensure_offline  # noqa: PLC0415
 
         ensure_offline()
+    yaml_path, nc = _check_inputs(model, data_yaml, teacher, options.reset_head)
+    if options.resume and not Path(options.train_args(yaml_path)["resume"]).is_file():
+        raise ConfigError(f"nothing to resume: {options.train_args(yaml_path)['resume']!r} does not exist; use the "
+                          "project_dir and name of the interrupted run", obj=options.name)
     work = copy.deepcopy(model).float()
+    if int(detect_head(work).nc) != nc:
+        reset_head(work, nc)
     work.criterion = None  # never reuse a criterion built for another model state
     keep = _check_masks(work, masks) if masks is not None else (zero_masks(work) if options.keep_zeros else {})
     n_params = sum(p.numel() for p in work.parameters())
@@ -502,23 +576,81 @@ def finetune(
     return work
 
 
-def _check_inputs(model: nn.Module, data_yaml: str | os.PathLike[str], teacher: nn.Module | None) -> Path:
-    """The resolved dataset yaml, after checking the dataset and the model's and teacher's heads."""
+def _check_inputs(model: nn.Module, data_yaml: str | os.PathLike[str], teacher: nn.Module | None,
+                  allow_reset: bool = False) -> tuple[Path, int]:
+    """The resolved dataset yaml and its class count, after checking the dataset and the heads."""
     head = detect_head(model)
     from modprune.data import check_dataset  # noqa: PLC0415
 
     yaml_path = Path(data_yaml).expanduser().resolve()
     summary = check_dataset(yaml_path)
-    if int(head.nc) != summary.nc:
+    if int(head.nc) != summary.nc and not allow_reset:
         raise ConfigError(f"the model predicts {int(head.nc)} classes but {str(yaml_path)!r} has {summary.nc}; "
-                          "fine-tune on a dataset with the model's classes", obj=head.nc)
+                          "re-initialise the head for the dataset's classes (FinetuneOptions(reset_head=True), CLI "
+                          "--reset-head) or fine-tune on a dataset with the model's classes", obj=head.nc)
     if teacher is not None:
         t_head = detect_head(teacher)
-        if int(t_head.nc) != int(head.nc) or getattr(t_head, "reg_max", None) != getattr(head, "reg_max", None):
-            raise ConfigError(f"teacher head (nc={int(t_head.nc)}, reg_max={getattr(t_head, 'reg_max', None)}) does "
-                              f"not match the student's (nc={int(head.nc)}, reg_max={getattr(head, 'reg_max', None)})",
-                              obj=teacher)
-    return yaml_path
+        if int(t_head.nc) != summary.nc:
+            raise ConfigError(f"the teacher predicts {int(t_head.nc)} classes but {str(yaml_path)!r} has "
+                              f"{summary.nc}; distil from a teacher trained on the dataset's classes", obj=teacher)
+        if getattr(t_head, "reg_max", None) != getattr(head, "reg_max", None):
+            raise ConfigError(f"teacher head (reg_max={getattr(t_head, 'reg_max', None)}) does not match the "
+                              f"student's (reg_max={getattr(head, 'reg_max', None)})", obj=teacher)
+    return yaml_path, summary.nc
+
+
+def reset_head(model: nn.Module, nc: int) -> nn.Module:
+    """Re-initialise a Detect head's class outputs for ``nc`` classes, in place; returns ``model``.
+
+    Each class branch's final convolution (``cv3[i][-1]``, and ``one2one_cv3`` of end-to-end heads) is
+    replaced by a fresh one with ``nc`` outputs and ultralytics' prior bias; box branches, DFL and the
+    rest of the model keep their weights. ``model.yaml['nc']`` and ``model.names`` follow.
+    """
+    head = detect_head(model)
+    if isinstance(nc, bool) or not isinstance(nc, int) or nc < 1:
+        raise ConfigError(f"nc={nc!r} must be an integer >= 1", obj=nc)
+    for attr in ("cv3", "one2one_cv3"):
+        branches = getattr(head, attr, None)
+        if branches is None:
+            continue
+        for i, branch in enumerate(branches):
+            old = branch[-1]
+            if not isinstance(old, nn.Conv2d):
+                raise UnsupportedModelError(f"{type(head).__name__}.{attr}[{i}] ends in {type(old).__name__}, not a "
+                                            "Conv2d; reset_head handles ultralytics Detect heads", obj=old)
+            new = nn.Conv2d(old.in_channels, nc, old.kernel_size, old.stride, old.padding, bias=True)
+            stride = float(head.stride[i]) if head.stride[i] > 0 else 8.0 * 2**i
+            with torch.no_grad():
+                new.bias.fill_(math.log(5 / nc / (640 / stride) ** 2))
+            branch[-1] = new.to(old.weight.device, old.weight.dtype)
+    head.nc, head.no = nc, nc + head.reg_max * 4
+    if isinstance(getattr(model, "yaml", None), dict):
+        model.yaml["nc"] = nc
+    model.names = {i: f"class{i}" for i in range(nc)}
+    LOG.info("re-initialised the detection head for %d classes", nc)
+    return model
+
+
+def default_runs_dir() -> Path:
+    """Where ``modprune finetune`` writes its runs by default: ``<ultralytics runs_dir>/modprune`` (the
+    user's ultralytics ``runs_dir`` setting; persistent, so an interrupted run can be resumed)."""
+    from ultralytics.utils import RUNS_DIR  # noqa: PLC0415
+
+    return Path(RUNS_DIR) / "modprune"
+
+
+def check_train_overrides(overrides: Mapping[str, Any]) -> None:
+    """Raise ConfigError for a key that is no ultralytics training argument, naming the closest ones."""
+    import difflib  # noqa: PLC0415
+
+    from ultralytics.cfg import DEFAULT_CFG_DICT  # noqa: PLC0415
+
+    for key in overrides:
+        if key not in DEFAULT_CFG_DICT:
+            close = difflib.get_close_matches(str(key), list(DEFAULT_CFG_DICT), n=3)
+            hint = f" (did you mean {', '.join(close)}?)" if close else ""
+            raise ConfigError(f"{key!r} is not an ultralytics training argument{hint}; see "
+                              "https://docs.ultralytics.com/usage/cfg/", obj=key)
 
 
 def _load_best(work: nn.Module, trainer: Any, best: BestStateKeeper, keep: Mapping[str, torch.Tensor],
