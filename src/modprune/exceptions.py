@@ -19,6 +19,7 @@ __all__ = [
     "UnsupportedModelError",
     "OutputPathError",
     "DatasetError",
+    "MissingDependencyError",
 ]
 
 
@@ -79,3 +80,7 @@ class OutputPathError(ModpruneError):
 
 class DatasetError(ModpruneError):
     """A dataset is missing, empty or malformed."""
+
+
+class MissingDependencyError(ModpruneError, ImportError):
+    """An optional package a feature needs is not installed; the message names the extra to install."""

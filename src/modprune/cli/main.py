@@ -18,6 +18,7 @@ from typing import Sequence
 
 from modprune.cli.plugin_commands import add_plugin_commands, remove_subparser
 from modprune.exceptions import ModpruneError
+from modprune.optional import EXTRAS, missing_dependency_error
 from modprune.plugins import ModpruneManager, resolve
 
 __all__ = ["main", "build_parser", "COMMANDS"]
@@ -111,6 +112,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as exc:  # anything else is our bug: one line, traceback with --debug
         if args.debug:
             raise
+        top = (getattr(exc, "name", None) or "").split(".")[0] if isinstance(exc, ModuleNotFoundError) else ""
+        if top in EXTRAS:  # an optional dependency that is not installed: say which extra to install
+            print(f"modprune: error: {missing_dependency_error(top, f'modprune {args.command}')}", file=sys.stderr)
+            return 2
         print(
             f"modprune: internal error: {type(exc).__name__}: {_one_line(exc)} (rerun with --debug for details)",
             file=sys.stderr,

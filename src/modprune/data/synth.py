@@ -34,6 +34,7 @@ import numpy as np
 import yaml
 
 from modprune.exceptions import ConfigError, DatasetError, OutputPathError
+from modprune.optional import require
 
 __all__ = ["generate_dataset", "check_dataset", "DatasetSummary", "IMAGE_FORMATS"]
 
@@ -139,7 +140,9 @@ def generate_dataset(
     Raises:
         ConfigError: An argument is out of range.
         OutputPathError: ``out_dir`` holds a dataset and ``overwrite`` is False, or is not writable.
+        MissingDependencyError: Pillow (the ``data`` extra) is not installed.
     """
+    require("PIL", "writing a synthetic dataset (modprune data synth)")
     params = _validate_args(n_train, n_val, imgsz, seed, n_classes, names, objects_per_image, object_size,
                             distractors_per_image, empty_fraction, image_format)
     class_names = list(names) if names is not None else [p["name"] for p in params.presets]

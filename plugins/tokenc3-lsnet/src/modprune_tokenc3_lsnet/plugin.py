@@ -129,8 +129,17 @@ def modprune_register_demos() -> list[DemoSpec]:
     ]
 
 
+def _have_ultralytics() -> bool:
+    """The blocks and the parser build on ultralytics; without it this plugin offers no classes or models."""
+    import importlib.util
+
+    return sys.modules.get("ultralytics", ...) is not None and importlib.util.find_spec("ultralytics") is not None
+
+
 @hookimpl
 def modprune_register_safe_globals() -> list[type]:
+    if not _have_ultralytics():
+        return []
     from modprune_tokenc3_lsnet import blocks
     from modprune_tokenc3_lsnet.prunable import PRUNABLE_CLASSES  # models saved between pruning steps
 
@@ -141,6 +150,8 @@ def modprune_register_safe_globals() -> list[type]:
 
 @hookimpl
 def modprune_register_model_modules() -> list[type]:
+    if not _have_ultralytics():
+        return []
     from modprune.integrations.ultralytics.offline import ensure_offline
 
     ensure_offline()  # before the parser module imports ultralytics
@@ -153,8 +164,8 @@ def modprune_register_model_modules() -> list[type]:
 def modprune_load_model(path: Path, trust_pickle: bool) -> Any:
     """Build TokenC3-LSNet from a model yaml (a path, or a shipped config's bare name such as
     ``yolov13n_lsnet_p2_simple.yaml``) that uses this plugin's blocks; None for anything else."""
-    if Path(path).suffix.lower() not in (".yaml", ".yml"):
-        return None
+    if Path(path).suffix.lower() not in (".yaml", ".yml") or not _have_ultralytics():
+        return None  # without ultralytics modprune reports what to install
     from modprune.integrations.ultralytics import ensure_offline
 
     ensure_offline()  # before anything here imports ultralytics

@@ -21,5 +21,7 @@ def run(args: argparse.Namespace) -> int:
             print(f"    {family}: {', '.join(names)}")
     for name, why in pm.failed_plugins.items():
         print(f"{name} (skipped: {why})")
+    for name, why in pm.skipped_integrations.items():
+        print(f"{name} (built-in integration, skipped: {why})")
     return 0
 
