@@ -21,6 +21,7 @@ __all__ = [
     "DatasetError",
     "PluginError",
     "DiskError",
+    "MissingDependencyError",
 ]
 
 
@@ -97,3 +98,7 @@ class PluginError(ModpruneError):
 
 class DiskError(OutputPathError):
     """Writing an output failed because the disk is full, read-only or not writable by this user."""
+
+
+class MissingDependencyError(ModpruneError, ImportError):
+    """An optional package a feature needs is not installed; the message names the extra to install."""

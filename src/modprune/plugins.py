@@ -10,7 +10,6 @@ import difflib
 import functools
 import importlib
 import importlib.metadata
-import importlib.util
 import logging
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Iterable, Sequence
@@ -19,6 +18,7 @@ import pluggy
 
 from modprune import hookspecs
 from modprune.exceptions import DuplicateStrategyError, ModpruneError, PluginError
+from modprune.optional import EXTRAS, available
 from modprune.registry import LayerPrunerRegistry, Registry
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -106,6 +106,8 @@ class ModpruneManager(pluggy.PluginManager):
         self.add_hookspecs(hookspecs)
         self.plugin_info: dict[str, PluginInfo] = {}
         self.failed_plugins: dict[str, str] = {}
+        #: Built-in integrations not registered, and why (e.g. their framework is not installed).
+        self.skipped_integrations: dict[str, str] = {}
         self.strict = False
         #: Plugin names whose failures raise instead of being skipped.
         self.required: set[str] = set()
@@ -284,7 +286,9 @@ def get_plugin_manager(
     pm.strict = strict
     pm.required = set(required)
     for module_name, needs in BUILTIN_PLUGINS:
-        if needs is not None and importlib.util.find_spec(needs) is None:
+        if needs is not None and not available(needs):
+            pm.skipped_integrations[module_name] = (
+                f"{needs} is not installed (pip install 'modprune[{EXTRAS.get(needs, needs)}]')")
             continue
         module = importlib.import_module(module_name)
         pm.register_plugin(module, module_name, version=_version_of("modprune"), builtin=True)

@@ -35,6 +35,7 @@ from modprune.exceptions import (
 )
 from modprune.manifest import declared_classes, write_manifest
 from modprune.model_yaml import check_model_yaml, is_model_cfg, validate_model_cfg
+from modprune.optional import available, missing_dependency_error
 from modprune.outputs import check_output, disk_error, staged_outputs
 from modprune.plugins import ModpruneManager, call_hook, resolve
 from modprune.safe_pickle import UnsafePickleError, pickle_module_for
@@ -240,6 +241,7 @@ def load(path: str | os.PathLike[str], *, trust_pickle: bool = False, pm: Modpru
     is_yaml = path.suffix.lower() in _YAML_SUFFIXES
     if not (is_yaml and path.parent == Path(".") and not path.exists()):
         _check_readable(path)  # a bare yaml name may be a config a plugin ships
+    _check_ultralytics_installed(path, is_yaml)
     pm = resolve(pm)
     if is_yaml and path.is_file() and not trust_pickle and not zipfile.is_zipfile(path):
         check_model_yaml(path, pm)  # a model yaml is code to ultralytics' parser: validate it first
@@ -247,6 +249,23 @@ def load(path: str | os.PathLike[str], *, trust_pickle: bool = False, pm: Modpru
     if not trust_pickle:
         _check_embedded_yamls(model, path, pm)
     return model
+
+
+def _check_ultralytics_installed(path: Path, is_yaml: bool) -> None:
+    """A model yaml or a file whose pickle names ultralytics classes needs ultralytics: say how to get it."""
+    if available("ultralytics"):
+        return
+    if is_yaml:
+        raise missing_dependency_error("ultralytics", f"building {str(path)!r} (an ultralytics model yaml)")
+    if zipfile.is_zipfile(path):
+        try:
+            with zipfile.ZipFile(path) as archive:
+                pickles = [n for n in archive.namelist() if n.endswith(".pkl")]
+                mentions = any(b"ultralytics" in archive.read(n) for n in pickles)
+        except (zipfile.BadZipFile, OSError, ValueError):
+            return  # corrupt: load_file says so
+        if mentions:
+            raise missing_dependency_error("ultralytics", f"loading {str(path)!r} (it holds ultralytics classes)")
 
 
 def _check_embedded_yamls(model: nn.Module, path: Path, pm: ModpruneManager) -> None:

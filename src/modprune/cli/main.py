@@ -18,6 +18,7 @@ from typing import Sequence
 
 from modprune.cli.plugin_commands import add_plugin_commands, remove_subparser
 from modprune.exceptions import ModpruneError
+from modprune.optional import EXTRAS, missing_dependency_error
 from modprune.plugins import ModpruneManager, resolve
 
 __all__ = ["main", "build_parser", "COMMANDS"]
@@ -113,6 +114,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         if (disk := _disk_error(exc)) is not None:  # a full or read-only disk anywhere: the user's to fix
             print(f"modprune: error: {_one_line(disk)}", file=sys.stderr)
+            return 2
+        top = (getattr(exc, "name", None) or "").split(".")[0] if isinstance(exc, ModuleNotFoundError) else ""
+        if top in EXTRAS:  # an optional dependency that is not installed: say which extra to install
+            print(f"modprune: error: {missing_dependency_error(top, f'modprune {args.command}')}", file=sys.stderr)
             return 2
         print(
             f"modprune: internal error: {type(exc).__name__}: {_one_line(exc)} (rerun with --debug for details)",

@@ -36,6 +36,7 @@ import yaml
 
 from modprune.exceptions import ConfigError, DatasetError, OutputPathError
 from modprune.outputs import check_output, staged_outputs
+from modprune.optional import require
 
 __all__ = ["generate_dataset", "check_dataset", "dataset_images", "DatasetSummary", "IMAGE_FORMATS"]
 
@@ -141,7 +142,9 @@ def generate_dataset(
     Raises:
         ConfigError: An argument is out of range.
         OutputPathError: ``out_dir`` holds a dataset and ``overwrite`` is False, or is not writable.
+        MissingDependencyError: Pillow (the ``data`` extra) is not installed.
     """
+    require("PIL", "writing a synthetic dataset (modprune data synth)")
     params = _validate_args(n_train, n_val, imgsz, seed, n_classes, names, objects_per_image, object_size,
                             distractors_per_image, empty_fraction, image_format)
     class_names = list(names) if names is not None else [p["name"] for p in params.presets]

@@ -73,7 +73,7 @@ def _sizes(model: nn.Module, path: Path | None, workdir: Path) -> dict[str, int 
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     dense = workdir / "dense_fp16.pt"
     torch.save({k: v.half() if v.is_floating_point() else v for k, v in state.items()}, dense)
-    sparse = save_sparse_state_dict(state, workdir / "sparse.mps", dtype="float16")
+    sparse = save_sparse_state_dict(state, workdir / "sparse.safetensors", dtype="float16")
     sizes = {
         "file_bytes": path.stat().st_size if path is not None and path.is_file() else None,
         "dense_fp16_bytes": dense.stat().st_size,

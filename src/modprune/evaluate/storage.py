@@ -1,23 +1,23 @@
-"""Compressed checkpoints for sparse (masked) models, with no pickle in the format.
+"""Compressed checkpoints for sparse (masked) models, stored in a standard safetensors file.
 
-File layout (all integers little-endian)::
+The file is a plain `safetensors <https://github.com/huggingface/safetensors>`_ file, so any safetensors
+reader (``safetensors.torch.load_file``, ``safe_open``, the Rust or JS readers) opens it, and nothing in
+it is ever unpickled or executed. Each tensor of the state dict takes whichever encoding is smaller:
 
-    b"MPSPARSE"                 8-byte magic
-    u32 version                 (1)
-    u64 header_length
-    header                      UTF-8 JSON: codec, payload sizes and SHA-256, and per tensor: name, dtype,
-                                stored dtype, shape, encoding ("sparse" or "dense"), byte offset and length
-    payload                     zlib or lzma stream of the concatenated tensor records
-
-A *sparse* record is ``np.packbits`` of the nonzero mask followed by the nonzero values (raw bytes, in
-row-major order); a *dense* record is the raw bytes. Each tensor takes whichever is smaller. "Zero" means
-all bits zero, so ``-0.0`` is kept as a value and round trips bit-exactly.
+* *dense*: stored under its own name, in the storage dtype;
+* *sparse*: ``<name>.__mask__`` (``uint8``, ``np.packbits`` of the nonzero mask in row-major order) and
+  ``<name>.__values__`` (the nonzero values, 1-D, in the storage dtype); for a floating tensor whose
+  zeros include ``-0.0`` (what ``weight * mask`` leaves), also ``<name>.__negzero__`` (packed mask of
+  the zeros that are ``-0.0``), so every bit round trips.
+ The safetensors
+metadata (string -> string) holds ``format`` (``modprune-sparse-state-dict``), ``version`` (``2``),
+``tensors`` (JSON list, per tensor: name, dtype, stored dtype, shape, encoding, nnz), ``metadata`` (the
+caller's JSON metadata) and ``data_sha256`` (SHA-256 of the tensor data, checked on load).
 
 Floating tensors are stored as float16 by default (``dtype="float16"``); ``dtype="original"`` keeps
 every tensor's own dtype. Loading returns tensors in their original dtype: bit-identical with
-``dtype="original"``, equal to ``t.half().to(t.dtype)`` with float16 storage. Loading reads JSON and raw
-bytes only; nothing in the file is executed. The file is written to a temporary name and moved into
-place with ``os.replace``.
+``dtype="original"``, equal to ``t.half().to(t.dtype)`` with float16 storage. The file is written to a
+temporary name and moved into place with ``os.replace``.
 """
 
 from __future__ import annotations
@@ -25,29 +25,32 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import lzma
 import math
 import os
 import struct
 import tempfile
-import zlib
 from pathlib import Path
 from typing import Any, Mapping
 
 import numpy as np
 import torch
+from safetensors import SafetensorError
+from safetensors.torch import load as st_load
+from safetensors.torch import save as st_save
 
 from modprune.exceptions import ConfigError, ModelLoadError, OutputPathError
 
-__all__ = ["save_sparse_state_dict", "load_sparse_state_dict", "read_sparse_header", "MAGIC", "FORMAT_VERSION"]
+__all__ = ["save_sparse_state_dict", "load_sparse_state_dict", "read_sparse_header", "FORMAT", "FORMAT_VERSION",
+           "MASK_SUFFIX", "VALUES_SUFFIX", "NEGZERO_SUFFIX"]
 
 LOG = logging.getLogger(__name__)
 
-MAGIC = b"MPSPARSE"
-FORMAT_VERSION = 1
-_PREAMBLE = struct.Struct("<8sIQ")
+FORMAT = "modprune-sparse-state-dict"
+FORMAT_VERSION = 2
+MASK_SUFFIX = ".__mask__"
+VALUES_SUFFIX = ".__values__"
+NEGZERO_SUFFIX = ".__negzero__"
 _MAX_HEADER = 256 * 2**20
-_CODECS = ("zlib", "lzma")
 _DTYPES: dict[str, torch.dtype] = {
     str(d).removeprefix("torch."): d
     for d in (torch.float64, torch.float32, torch.float16, torch.bfloat16, torch.int64, torch.int32, torch.int16,
@@ -61,60 +64,41 @@ def save_sparse_state_dict(
     path: str | os.PathLike[str],
     *,
     dtype: str | torch.dtype = "float16",
-    codec: str = "zlib",
-    level: int | None = None,
     metadata: Mapping[str, Any] | None = None,
 ) -> Path:
-    """Write ``state_dict`` to ``path`` in the sparse format; return the path.
+    """Write ``state_dict`` to ``path`` as a sparse safetensors file; return the path.
 
     Args:
         state_dict: Tensor name -> tensor (as from ``model.state_dict()``).
-        path: Output file; replaced atomically.
+        path: Output file (``.safetensors`` by convention); replaced atomically.
         dtype: Storage dtype of floating tensors: ``"float16"`` (default), ``"original"``, or a torch
             floating dtype. Integer and bool tensors always keep their dtype.
-        codec: ``"zlib"`` (fast, default) or ``"lzma"`` (smaller, slower).
-        level: Compression level (zlib 0-9, default 6; lzma preset 0-9, default 6).
-        metadata: Optional JSON-serialisable mapping stored in the header.
+        metadata: Optional JSON-serialisable mapping stored in the file's metadata.
 
     Raises:
-        ConfigError: a value is not a tensor, a dtype/codec/level is invalid, metadata is not JSON, or a
-            value overflows float16 (use ``dtype="original"``).
+        ConfigError: a value is not a tensor, a dtype is invalid, metadata is not JSON, a name collides
+            with another tensor's sparse parts, or a value overflows float16 (use ``dtype="original"``).
         OutputPathError: the file cannot be written.
     """
     store = _storage_dtype(dtype)
-    if codec not in _CODECS:
-        raise ConfigError(f"codec={codec!r} is not supported; use one of {_CODECS}", obj=codec)
-    if level is not None and (isinstance(level, bool) or not isinstance(level, int) or not 0 <= level <= 9):
-        raise ConfigError(f"level={level!r} must be an integer in [0, 9] or None", obj=level)
-    entries, chunks, offset = [], [], 0
+    entries: list[dict[str, Any]] = []
+    tensors: dict[str, torch.Tensor] = {}
     for name, tensor in state_dict.items():
-        if not isinstance(name, str) or not isinstance(tensor, torch.Tensor):
-            raise ConfigError(f"state_dict entry {name!r} is a {type(tensor).__name__}; only str -> torch.Tensor "
-                              "entries can be stored", obj=name)
-        if tensor.is_sparse or tensor.is_quantized or str(tensor.dtype).removeprefix("torch.") not in _DTYPES:
-            raise ConfigError(f"tensor {name!r} has unsupported dtype/layout {tensor.dtype}/{tensor.layout}; "
-                              f"supported dtypes: {sorted(_DTYPES)}", obj=name)
-        record, entry = _encode(name, tensor, store)
-        entry.update(offset=offset, length=len(record))
-        offset += len(record)
+        _check_entry(name, tensor)
+        parts, entry = _encode(name, tensor, store)
+        for key, value in parts.items():
+            if key in tensors or (key != name and key in state_dict):
+                raise ConfigError(f"tensor name {key!r} is used twice (a tensor's sparse parts are named "
+                                  f"<name>{MASK_SUFFIX} and <name>{VALUES_SUFFIX}); rename the tensor", obj=key)
+            tensors[key] = value
         entries.append(entry)
-        chunks.append(record)
-    raw = b"".join(chunks)
-    payload = _compress(raw, codec, level)
-    header = {
-        "format": "modprune-sparse-state-dict",
-        "version": FORMAT_VERSION,
-        "codec": codec,
-        "raw_length": len(raw),
-        "payload_length": len(payload),
-        "payload_sha256": hashlib.sha256(payload).hexdigest(),
-        "tensors": entries,
-        "metadata": _json_metadata(metadata),
-    }
-    header_bytes = json.dumps(header, separators=(",", ":")).encode("utf-8")
+    data = st_save(tensors, metadata={"format": FORMAT, "version": str(FORMAT_VERSION),
+                                      "tensors": json.dumps(entries, separators=(",", ":")),
+                                      "metadata": json.dumps(_json_metadata(metadata)), "data_sha256": ""})
+    data = _with_checksum(tensors, entries, metadata, data)
     out = Path(path).expanduser()
-    _atomic_write(out, [_PREAMBLE.pack(MAGIC, FORMAT_VERSION, len(header_bytes)), header_bytes, payload])
-    LOG.info("saved %d tensors to %s (%d bytes, %s)", len(entries), out, out.stat().st_size, codec)
+    _atomic_write(out, data)
+    LOG.debug("saved %d tensors to %s (%d bytes)", len(entries), out, len(data))
     return out
 
 
@@ -125,28 +109,40 @@ def load_sparse_state_dict(path: str | os.PathLike[str], *, map_location: str | 
     Raises:
         ModelLoadError: the file is missing, not in this format, truncated or corrupt.
     """
-    header, payload, src = _read(path)
-    raw = _decompress(payload, header["codec"], int(header["raw_length"]), src)
+    header, data, src = _read(path)
+    try:
+        stored = st_load(data)
+    except (SafetensorError, ValueError, RuntimeError) as e:
+        raise ModelLoadError(f"{str(src)!r} is not a readable safetensors file ({e})", obj=src) from e
     out: dict[str, torch.Tensor] = {}
     for entry in header["tensors"]:
         try:
-            start, length = int(entry["offset"]), int(entry["length"])
-            if start < 0 or length < 0 or start + length > len(raw):
-                raise ValueError("record outside the payload")
-            out[entry["name"]] = _decode(entry, raw[start:start + length]).to(map_location)
+            out[entry["name"]] = _decode(entry, stored).to(map_location)
         except (KeyError, ValueError, TypeError, RuntimeError) as e:
-            raise ModelLoadError(f"{str(src)!r}: tensor record {entry.get('name')!r} is corrupt ({e})",
-                                 obj=src) from e
+            raise ModelLoadError(f"{str(src)!r}: tensor {entry.get('name')!r} is corrupt ({e})", obj=src) from e
     return out
 
 
 def read_sparse_header(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """The JSON header of a sparse checkpoint (tensor names, shapes, encodings, metadata) without decoding."""
+    """The file's description without decoding tensors.
+
+    Returns:
+        ``{"format", "version", "tensors": [per-tensor dicts], "metadata": {caller's metadata}}``.
+    """
     header, _, _ = _read(path)
     return header
 
 
 # --------------------------------------------------------------------------------------------------
+
+
+def _check_entry(name: Any, tensor: Any) -> None:
+    if not isinstance(name, str) or not isinstance(tensor, torch.Tensor):
+        raise ConfigError(f"state_dict entry {name!r} is a {type(tensor).__name__}; only str -> torch.Tensor "
+                          "entries can be stored", obj=name)
+    if tensor.is_sparse or tensor.is_quantized or _dtype_name(tensor.dtype) not in _DTYPES:
+        raise ConfigError(f"tensor {name!r} has unsupported dtype/layout {tensor.dtype}/{tensor.layout}; "
+                          f"supported dtypes: {sorted(_DTYPES)}", obj=name)
 
 
 def _storage_dtype(dtype: str | torch.dtype) -> torch.dtype | None:
@@ -163,8 +159,9 @@ def _storage_dtype(dtype: str | torch.dtype) -> torch.dtype | None:
     return parsed
 
 
-def _encode(name: str, tensor: torch.Tensor, store: torch.dtype | None) -> tuple[bytes, dict[str, Any]]:
-    """Bytes of one tensor (sparse or dense, whichever is smaller) and its header entry."""
+def _encode(name: str, tensor: torch.Tensor, store: torch.dtype | None
+            ) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """The stored tensors of one state-dict entry (sparse or dense, whichever is smaller) and its entry."""
     t = tensor.detach().to("cpu").contiguous()
     orig = t.dtype
     if store is not None and t.is_floating_point() and t.dtype != store:
@@ -175,51 +172,64 @@ def _encode(name: str, tensor: torch.Tensor, store: torch.dtype | None) -> tuple
         t = converted
     flat = t.reshape(-1)
     n, item = flat.numel(), flat.element_size()
-    bits = flat.view(_INT_VIEW[item]) if flat.dtype != torch.bool else flat.view(torch.uint8)
-    nonzero = bits != 0
+    nonzero, negzero = _nonzero(flat)
     nnz = int(nonzero.sum())
-    dense_size, sparse_size = n * item, math.ceil(n / 8) + nnz * item
     entry = {"name": name, "dtype": _dtype_name(orig), "stored_dtype": _dtype_name(t.dtype),
              "shape": list(t.shape), "nnz": nnz}
-    if sparse_size < dense_size:
-        mask = np.packbits(nonzero.numpy()).tobytes()
-        values = flat[nonzero].contiguous().view(torch.uint8).numpy().tobytes()
+    masks = 1 + (negzero is not None)
+    if masks * math.ceil(n / 8) + nnz * item < n * item:
+        parts = {name + MASK_SUFFIX: _pack(nonzero), name + VALUES_SUFFIX: flat[nonzero].clone()}
+        if negzero is not None:
+            parts[name + NEGZERO_SUFFIX] = _pack(negzero)
         entry["encoding"] = "sparse"
-        return mask + values, entry
+        return parts, entry
     entry["encoding"] = "dense"
-    return flat.view(torch.uint8).numpy().tobytes() if n else b"", entry
+    return {name: t.clone()}, entry
 
 
-def _decode(entry: Mapping[str, Any], record: bytes) -> torch.Tensor:
-    """Tensor from one record (see :func:`_encode`), cast back to its original dtype."""
-    stored, orig = _parse_dtype(entry["stored_dtype"]), _parse_dtype(entry["dtype"])
+def _nonzero(flat: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """(mask of the values to store, mask of the zeros that are -0.0 or None when there are none)."""
+    if flat.is_floating_point():
+        nonzero = flat != 0  # NaN counts as nonzero
+        negzero = ~nonzero & torch.signbit(flat)
+        return nonzero, negzero if bool(negzero.any()) else None
+    bits = flat.view(_INT_VIEW[flat.element_size()]) if flat.dtype != torch.bool else flat.view(torch.uint8)
+    return bits != 0, None
+
+
+def _pack(mask: torch.Tensor) -> torch.Tensor:
+    return torch.from_numpy(np.packbits(mask.numpy()))
+
+
+def _unpack(stored: Mapping[str, torch.Tensor], key: str, n: int) -> np.ndarray:
+    packed = stored[key]
+    if packed.dtype != torch.uint8 or packed.numel() != math.ceil(n / 8):
+        raise ValueError(f"{key} does not match the shape")
+    return np.unpackbits(packed.numpy(), count=n).astype(bool)
+
+
+def _decode(entry: Mapping[str, Any], stored: Mapping[str, torch.Tensor]) -> torch.Tensor:
+    """One state-dict tensor from its stored parts (see :func:`_encode`), in its original dtype."""
+    name, dtype, orig = entry["name"], _parse_dtype(entry["stored_dtype"]), _parse_dtype(entry["dtype"])
     shape = [int(s) for s in entry["shape"]]
     if any(s < 0 for s in shape):
         raise ValueError(f"negative dimension in shape {shape}")
     n = math.prod(shape)
-    item = torch.empty((), dtype=stored).element_size()
     if entry["encoding"] == "dense":
-        if len(record) != n * item:
-            raise ValueError(f"dense record has {len(record)} bytes, expected {n * item}")
-        flat = _from_bytes(record, stored, n)
+        flat = stored[name]
+        if flat.dtype != dtype or flat.numel() != n:
+            raise ValueError(f"dense tensor is {flat.dtype} x {flat.numel()}, expected {dtype} x {n}")
     elif entry["encoding"] == "sparse":
-        mlen = math.ceil(n / 8)
-        mask = np.unpackbits(np.frombuffer(record[:mlen], dtype=np.uint8), count=n).astype(bool)
-        nnz = int(mask.sum())
-        if len(record) != mlen + nnz * item or nnz != int(entry["nnz"]):
-            raise ValueError("sparse record length does not match its mask")
-        flat = torch.zeros(n, dtype=stored)
-        flat[torch.from_numpy(mask)] = _from_bytes(record[mlen:], stored, nnz)
+        mask, values = _unpack(stored, name + MASK_SUFFIX, n), stored[name + VALUES_SUFFIX]
+        if values.dtype != dtype or values.numel() != int(mask.sum()) or values.numel() != int(entry["nnz"]):
+            raise ValueError("values do not match the mask")
+        flat = torch.zeros(n, dtype=dtype)
+        if name + NEGZERO_SUFFIX in stored:
+            flat[torch.from_numpy(_unpack(stored, name + NEGZERO_SUFFIX, n))] = -0.0
+        flat[torch.from_numpy(mask)] = values
     else:
         raise ValueError(f"unknown encoding {entry['encoding']!r}")
     return flat.reshape(shape).to(orig)
-
-
-def _from_bytes(data: bytes, dtype: torch.dtype, count: int) -> torch.Tensor:
-    """A new tensor of ``count`` elements of ``dtype`` from raw bytes (copied, so it owns its memory)."""
-    if count == 0:
-        return torch.empty(0, dtype=dtype)
-    return torch.frombuffer(bytearray(data), dtype=dtype, count=count)
 
 
 def _dtype_name(dtype: torch.dtype) -> str:
@@ -243,61 +253,55 @@ def _json_metadata(metadata: Mapping[str, Any] | None) -> dict[str, Any]:
                           obj=metadata) from e
 
 
-def _compress(raw: bytes, codec: str, level: int | None) -> bytes:
-    if codec == "zlib":
-        return zlib.compress(raw, 6 if level is None else level)
-    return lzma.compress(raw, format=lzma.FORMAT_XZ, preset=6 if level is None else level)
+def _split(data: bytes) -> tuple[dict[str, Any], bytes]:
+    """(safetensors JSON header, tensor data bytes) of a safetensors file's bytes; ValueError if malformed."""
+    if len(data) < 8:
+        raise ValueError("shorter than a safetensors header")
+    (hlen,) = struct.unpack_from("<Q", data)
+    if hlen > _MAX_HEADER or 8 + hlen > len(data):
+        raise ValueError(f"header length {hlen} does not fit the file")
+    header = json.loads(data[8:8 + hlen].decode("utf-8"))
+    if not isinstance(header, dict):
+        raise ValueError("header is not a JSON object")
+    return header, data[8 + hlen:]
 
 
-def _decompress(payload: bytes, codec: Any, raw_length: int, src: Path) -> bytes:
-    """Decompress at most ``raw_length`` bytes (guards against decompression bombs) and check the length."""
-    try:
-        if codec == "zlib":
-            d = zlib.decompressobj()
-            raw = d.decompress(payload, raw_length + 1)
-        elif codec == "lzma":
-            d = lzma.LZMADecompressor(format=lzma.FORMAT_XZ)
-            raw = d.decompress(payload, max_length=raw_length + 1)
-        else:
-            raise ModelLoadError(f"{str(src)!r}: unknown codec {codec!r}", obj=src)
-    except (zlib.error, lzma.LZMAError) as e:
-        raise ModelLoadError(f"{str(src)!r}: payload does not decompress ({e}); the file is corrupt", obj=src) from e
-    if len(raw) != raw_length:
-        raise ModelLoadError(f"{str(src)!r}: payload is {len(raw)} bytes, header says {raw_length}; the file is "
-                             "corrupt", obj=src)
-    return raw
+def _with_checksum(tensors: Mapping[str, torch.Tensor], entries: list[dict[str, Any]],
+                   metadata: Mapping[str, Any] | None, data: bytes) -> bytes:
+    """Re-serialise with the SHA-256 of the tensor data in the metadata (the data bytes do not change)."""
+    _, body = _split(data)
+    return st_save(dict(tensors), metadata={
+        "format": FORMAT, "version": str(FORMAT_VERSION), "tensors": json.dumps(entries, separators=(",", ":")),
+        "metadata": json.dumps(_json_metadata(metadata)), "data_sha256": hashlib.sha256(body).hexdigest()})
 
 
 def _read(path: str | os.PathLike[str]) -> tuple[dict[str, Any], bytes, Path]:
-    """Parse and verify preamble, header and payload checksum."""
+    """Parse the file's metadata and verify the data checksum; return (description, file bytes, path)."""
     src = Path(path).expanduser()
     if not src.is_file():
         raise ModelLoadError(f"sparse checkpoint {str(src)!r} does not exist", obj=src)
     data = src.read_bytes()
-    if len(data) < _PREAMBLE.size or data[:8] != MAGIC:
-        raise ModelLoadError(f"{str(src)!r} is not a modprune sparse checkpoint (bad magic); load it with the "
-                             "loader for its own format", obj=src)
-    _, version, hlen = _PREAMBLE.unpack_from(data)
-    if version != FORMAT_VERSION:
-        raise ModelLoadError(f"{str(src)!r} is sparse format version {version}; this modprune reads version "
-                             f"{FORMAT_VERSION}; upgrade modprune", obj=src)
-    if hlen > _MAX_HEADER or _PREAMBLE.size + hlen > len(data):
-        raise ModelLoadError(f"{str(src)!r} is truncated (header length {hlen})", obj=src)
     try:
-        header = json.loads(data[_PREAMBLE.size:_PREAMBLE.size + hlen].decode("utf-8"))
-        payload = data[_PREAMBLE.size + hlen:]
-        ok = (isinstance(header, dict) and isinstance(header.get("tensors"), list)
-              and len(payload) == int(header["payload_length"])
-              and hashlib.sha256(payload).hexdigest() == header["payload_sha256"])
-    except (UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
-        raise ModelLoadError(f"{str(src)!r}: header is corrupt ({e})", obj=src) from e
+        raw, body = _split(data)
+        meta = raw.get("__metadata__") or {}
+        if meta.get("format") != FORMAT:
+            raise ModelLoadError(f"{str(src)!r} is not a modprune sparse checkpoint (no '{FORMAT}' metadata); "
+                                 "load it with the loader for its own format", obj=src)
+        if meta.get("version") != str(FORMAT_VERSION):
+            raise ModelLoadError(f"{str(src)!r} is sparse format version {meta.get('version')}; this modprune "
+                                 f"reads version {FORMAT_VERSION}; upgrade modprune", obj=src)
+        header = {"format": FORMAT, "version": FORMAT_VERSION, "tensors": json.loads(meta["tensors"]),
+                  "metadata": json.loads(meta["metadata"])}
+        ok = isinstance(header["tensors"], list) and hashlib.sha256(body).hexdigest() == meta["data_sha256"]
+    except (UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError, ValueError, struct.error) as e:
+        raise ModelLoadError(f"{str(src)!r} is truncated or not a safetensors file ({e})", obj=src) from e
     if not ok:
-        raise ModelLoadError(f"{str(src)!r} is truncated or corrupt (payload length or checksum mismatch)", obj=src)
-    return header, payload, src
+        raise ModelLoadError(f"{str(src)!r} is truncated or corrupt (tensor data checksum mismatch)", obj=src)
+    return header, data, src
 
 
-def _atomic_write(path: Path, parts: list[bytes]) -> None:
-    """Write ``parts`` to a temporary file beside ``path``, fsync, then ``os.replace`` it into place."""
+def _atomic_write(path: Path, data: bytes) -> None:
+    """Write ``data`` to a temporary file beside ``path``, fsync, then ``os.replace`` it into place."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -305,8 +309,7 @@ def _atomic_write(path: Path, parts: list[bytes]) -> None:
         raise OutputPathError(f"cannot write {str(path)!r} ({e}); choose a writable path", obj=path) from e
     try:
         with os.fdopen(fd, "wb") as f:
-            for part in parts:
-                f.write(part)
+            f.write(data)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)

@@ -129,8 +129,17 @@ def modprune_register_demos() -> list[DemoSpec]:
     ]
 
 
+def _have_ultralytics() -> bool:
+    """The blocks and the parser build on ultralytics; without it this plugin offers no classes or models."""
+    import importlib.util
+
+    return sys.modules.get("ultralytics", ...) is not None and importlib.util.find_spec("ultralytics") is not None
+
+
 @hookimpl
 def modprune_register_safe_globals() -> list[type]:
+    if not _have_ultralytics():
+        return []
     from modprune_tokenc3_lsnet import blocks
     from modprune_tokenc3_lsnet.prunable import PRUNABLE_CLASSES  # models saved between pruning steps
 
@@ -141,7 +150,10 @@ def modprune_register_safe_globals() -> list[type]:
 
 @hookimpl
 def modprune_register_model_modules() -> list[type]:
+    if not _have_ultralytics():
+        return []
     from modprune.integrations.ultralytics import ensure_offline
+
 
     ensure_offline()  # before the parser module imports ultralytics
     from modprune_tokenc3_lsnet.parse import PLUGIN_LAYERS
@@ -155,6 +167,8 @@ def modprune_load_model(path: Path, trust_pickle: bool) -> Any:
     ``yolov13n_lsnet_p2_simple.yaml``) that uses this plugin's blocks, or load a checkpoint saved by the
     user's fork (its pickle names a class of ``FORK_CLASS_PATHS``; loaded with the aliases, weights-only,
     ``train_args`` kept as ``model.args``); None for anything else."""
+    if not _have_ultralytics():
+        return None  # without ultralytics modprune reports what to install
     if Path(path).suffix.lower() not in (".yaml", ".yml"):
         return _load_fork(Path(path), trust_pickle)
     from modprune.integrations.ultralytics import ensure_offline

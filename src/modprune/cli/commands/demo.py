@@ -22,6 +22,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from modprune.outputs import check_output, disk_error
+    from modprune.optional import require
     from modprune.workflows.demo import available_demos, run_demo, select_demo
 
     if args.list:
@@ -30,6 +31,7 @@ def run(args: argparse.Namespace) -> int:
             print(f"{name}{default}: {spec.model_name}, recipes {spec.unstructured_recipe} and "
                   f"{spec.structured_recipe}{'; ' + spec.description if spec.description else ''}")
         return 0
+    require("ultralytics", "modprune demo (it trains and validates with ultralytics)")
     spec = select_demo(args.demo)
     settings = spec.quick if args.quick else spec.full
     if args.epochs is not None:

@@ -22,6 +22,8 @@ def run(args: argparse.Namespace) -> int:
             print(f"    {family}: {', '.join(names)}")
     for name, why in pm.failed_plugins.items():
         print(f"{name} (failing, skipped: {why})")
+    for name, why in pm.skipped_integrations.items():
+        print(f"{name} (built-in integration, skipped: {why})")
     return 0
 
 
