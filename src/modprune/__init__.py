@@ -29,6 +29,7 @@ from modprune.exceptions import (
     UnsafeCheckpointError,
     UnsupportedModelError,
 )
+from modprune.fusion import fuse
 from modprune.hookspecs import hookimpl, hookspec
 from modprune.importance import Importance
 from modprune.plugins import ModpruneManager, get_plugin_manager
@@ -65,6 +66,7 @@ __all__ = [
     "__version__",
     "by_type",
     "categorize",
+    "fuse",
     "get_plugin_manager",
     "get_recipe",
     "hookimpl",
