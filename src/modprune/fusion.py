@@ -6,12 +6,15 @@ bias exactly (up to float rounding). :func:`fuse` does that for every pair it kn
 folded BatchNorm by ``nn.Identity``; the model computes the same outputs (within ~1e-5 relative) with one
 op fewer per pair. Latency is measured, and models are exported, in this form.
 
-Pairs come from two sources:
+Pairs come from three sources:
 
 - children of an ``nn.Sequential`` (whose ``forward`` is ``nn.Sequential``'s own) that are a convolution
   directly followed by a BatchNorm of matching width: the sequence fixes the data flow;
 - plugins, through the hook ``modprune_fusable_pairs(model)`` (e.g. ultralytics' ``Conv`` block, whose
-  forward is ``act(bn(conv(x)))``, or a plugin block calling ``self.bn(self.conv(x))``).
+  forward is ``act(bn(conv(x)))``, or a plugin block calling ``self.bn(self.conv(x))``);
+- a ``torch.fx`` trace, for models it can trace (torchvision classifiers): a BatchNorm call fed only by a
+  convolution call that feeds nothing else. Dynamic models (detectors) cannot be traced; the hook is the
+  contract for them.
 
 A BatchNorm is folded only if it normalises the output of exactly that convolution and nothing else; that
 is what a plugin promises by returning the pair.
@@ -29,7 +32,7 @@ from torch.nn.utils import parametrize
 
 from modprune.exceptions import UnsupportedModelError
 
-__all__ = ["fold_conv_bn", "fusable_pairs", "fuse", "sequential_pairs"]
+__all__ = ["fold_conv_bn", "fusable_pairs", "fuse", "sequential_pairs", "traced_pairs"]
 
 LOG = logging.getLogger(__name__)
 
@@ -95,14 +98,47 @@ def sequential_pairs(model: nn.Module) -> list[tuple[nn.Module, nn.Module]]:
     return pairs
 
 
+def traced_pairs(model: nn.Module) -> list[tuple[nn.Module, nn.Module]]:
+    """``(conv, bn)`` pairs found by tracing ``model`` with ``torch.fx``: a BatchNorm call whose only input
+    is a convolution call whose only user is that BatchNorm, each module called once.
+
+    Models ``torch.fx`` cannot trace (data-dependent control flow, as in most detectors) give ``[]``:
+    their pairs come from the Sequential rule and the plugins' hook.
+    """
+    try:
+        import torch.fx  # noqa: PLC0415
+
+        graph = torch.fx.symbolic_trace(model).graph
+    except Exception as exc:  # fx raises many types on dynamic models; tracing is best effort
+        LOG.debug("fuse: torch.fx cannot trace %s (%s: %s)", type(model).__name__, type(exc).__name__, exc)
+        return []
+    calls: dict[str, int] = {}
+    for node in graph.nodes:
+        if node.op == "call_module":
+            calls[node.target] = calls.get(node.target, 0) + 1
+    pairs = []
+    for node in graph.nodes:
+        if node.op != "call_module" or len(node.all_input_nodes) != 1:
+            continue
+        src = node.all_input_nodes[0]
+        if src.op != "call_module" or len(src.users) != 1 or calls[node.target] != 1 or calls[src.target] != 1:
+            continue
+        conv, bn = model.get_submodule(src.target), model.get_submodule(node.target)
+        if isinstance(conv, _Conv) and isinstance(bn, _BatchNorm) and bn.num_features == conv.out_channels:
+            pairs.append((conv, bn))
+    return pairs
+
+
 def fusable_pairs(model: nn.Module, pm: Any = None) -> list[tuple[nn.Module, nn.Module]]:
-    """Every ``(conv, bn)`` pair of ``model`` that :func:`fuse` folds: plain-Sequential neighbours and the
-    pairs plugins report through ``modprune_fusable_pairs`` (each BatchNorm once, in discovery order)."""
+    """Every ``(conv, bn)`` pair of ``model`` that :func:`fuse` folds: plain-Sequential neighbours, the
+    pairs plugins report through ``modprune_fusable_pairs``, and pairs a ``torch.fx`` trace shows (models
+    it can trace). Each BatchNorm once, in discovery order."""
     from modprune.plugins import resolve
 
     found: list[tuple[nn.Module, nn.Module]] = list(sequential_pairs(model))
     for pairs in resolve(pm).hook.modprune_fusable_pairs(model=model):
         found.extend(_valid_pairs(pairs or []))
+    found.extend(traced_pairs(model))
     unique: dict[int, tuple[nn.Module, nn.Module]] = {}
     for conv, bn in found:
         unique.setdefault(id(bn), (conv, bn))
