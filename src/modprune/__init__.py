@@ -30,6 +30,7 @@ from modprune.exceptions import (
     UnsafeCheckpointError,
     UnsupportedModelError,
 )
+from modprune.fusion import fuse
 from modprune.hookspecs import hookimpl, hookspec
 from modprune.importance import Importance
 from modprune.plugins import ModpruneManager, get_plugin_manager
@@ -67,6 +68,7 @@ __all__ = [
     "by_type",
     "calibrate_batchnorm",
     "categorize",
+    "fuse",
     "get_plugin_manager",
     "get_recipe",
     "hookimpl",

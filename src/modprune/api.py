@@ -10,6 +10,7 @@ from typing import Any, Callable
 
 import torch
 from torch import nn
+from torch.nn.utils import parametrize
 
 from modprune.config import PruneConfig
 from modprune.detectors.base import OTHER
@@ -188,7 +189,9 @@ def _prune(model: nn.Module, config: PruneConfig, pm: ModpruneManager, **inputs:
     categories = categorize(model, pm)
     ctx = _context(config, pm, categories, **inputs)
     plan = pruner.plan(model, config, ctx)  # e.g. an unreachable target: raise before anything changes
-    macs_before = _macs(model, example_inputs)
+    pruner_counts = example_inputs is not None and pruner.counts_macs(config)
+    macs_before = None if pruner_counts else _macs(model, example_inputs)
+    shapes_before = _shapes(model)
     table_before = category_table(model, categories)
     started = time.perf_counter()
     outcome = pruner.apply(model, plan, ctx)
@@ -196,7 +199,8 @@ def _prune(model: nn.Module, config: PruneConfig, pm: ModpruneManager, **inputs:
     if not isinstance(outcome, PruneOutcome):
         raise ModpruneError(f"pruner {config.method!r} returned {outcome!r} from apply(), not a PruneOutcome", pruner)
     table_after = category_table(model, outcome.categories or categories)
-    report = _report(config, table_before, table_after, macs_before, _macs(model, example_inputs), outcome, seconds)
+    macs_before, macs_after = _macs_after(model, example_inputs, macs_before, shapes_before, outcome)
+    report = _report(config, table_before, table_after, macs_before, macs_after, outcome, seconds)
     log.info("pruned: %s %.4f of %s (target %.4f)", config.method, report.achieved, config.target_kind, config.target)
     return report
 
@@ -245,6 +249,36 @@ def _report(
         notes=list(outcome.notes),
         config=config.to_dict(),
     )
+
+
+def _shapes(model: nn.Module) -> list[tuple[str, type, tuple[tuple[int, ...], ...]]]:
+    """Every module's name, type and own parameter/buffer shapes (parametrizations seen through)."""
+    out = []
+    for name, module in model.named_modules():
+        if ".parametrizations." in f".{name}." or isinstance(module, parametrize.ParametrizationList):
+            continue
+        tensors = [getattr(module, attr) for attr in module.parametrizations] if parametrize.is_parametrized(module) else []
+        tensors += [t for _, t in module.named_parameters(recurse=False)]
+        tensors += [t for _, t in module.named_buffers(recurse=False)]
+        out.append((name, type(module), tuple(tuple(t.shape) for t in tensors)))
+    return out
+
+
+def _macs_after(
+    model: nn.Module, example_inputs: Any, macs_before: int | None, shapes_before: list[Any], outcome: PruneOutcome
+) -> tuple[int | None, int | None]:
+    """``(MACs before, MACs after)`` for the report, counting as little as possible: the pruner's own
+    exact counts when it gives them; the count before when no module, parameter or buffer changed shape
+    (zeroed weights still cost their multiplies); otherwise one more forward."""
+    if example_inputs is None:
+        return None, None
+    if outcome.macs is not None:
+        return int(outcome.macs[0]), int(outcome.macs[1])
+    if macs_before is None:  # the pruner said it would count, then did not
+        return None, _macs(model, example_inputs)
+    if _shapes(model) == shapes_before:
+        return macs_before, macs_before
+    return macs_before, _macs(model, example_inputs)
 
 
 def _totals(table: dict[str, tuple[int, int]]) -> tuple[int, int]:

@@ -182,7 +182,25 @@ def modprune_finalize_model(model: nn.Module) -> None:
     """Update module attributes after structured pruning (e.g. stored split sizes, widths)."""
 
 
-# --- Phase 5: the command line (collected on demand, not when a plugin manager is built) -----
+# --- Phase 5: the inference form ------------------------------------------------------------
+
+
+@hookspec
+def modprune_fusable_pairs(model: nn.Module) -> list[tuple[nn.Module, nn.Module]]:
+    """Convolution + BatchNorm pairs inside this plugin's blocks that ``modprune.fuse`` may fold.
+
+    modprune finds pairs that are neighbours in a plain ``nn.Sequential`` by itself; report the others
+    (e.g. a block whose forward computes ``act(self.bn(self.conv(x)))``). Return a pair only when the
+    BatchNorm normalises exactly that convolution's output and nothing else reads the convolution's
+    output: modprune folds the BatchNorm into the convolution and replaces it by ``nn.Identity``.
+
+    :param model: the model being fused (a copy of the user's, in eval mode).
+    :return: a list of ``(conv, bn)`` tuples: ``conv`` an ``nn.Conv1d/2d/3d`` and ``bn`` a BatchNorm of
+        ``conv.out_channels`` features with running statistics; anything else is skipped with a warning.
+    """
+
+
+# --- Phase 6: the command line (collected on demand, not when a plugin manager is built) -----
 
 
 @hookspec

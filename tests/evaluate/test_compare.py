@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 import modprune
+from modprune.measure import BUSY_LABEL, verdict
 from modprune.evaluate.compare import CompareOptions, compare_models
 from modprune.evaluate.report import comparison_table, write_report
 from modprune.report import category_table
@@ -40,7 +41,10 @@ def test_compare_reports_counts_sizes_latency_and_verdicts():
     assert sparse["sparse_fp16_bytes"] < base["sparse_fp16_bytes"]
     for prefix in ("torch", "ort"):
         assert base[f"{prefix}_median_ms"] > 0 and f"{prefix}_ratio_median" not in base
-        assert sparse[f"{prefix}_verdict"] == "no measurable change" or "by" in sparse[f"{prefix}_verdict"]
+        words = sparse[f"{prefix}_verdict"]
+        assert words == "no measurable change" or "by" in words or words.startswith(BUSY_LABEL)
+        assert words.startswith(BUSY_LABEL) == (not sparse[f"{prefix}_reliable"])
+        assert sparse[f"{prefix}_ratio_ci_low"] <= sparse[f"{prefix}_ratio_median"] <= sparse[f"{prefix}_ratio_ci_high"]
         assert sparse[f"{prefix}_p10_ms"] <= sparse[f"{prefix}_median_ms"] <= sparse[f"{prefix}_p90_ms"]
     text = comparison_table(result, markdown=False)
     assert "base" in text and "sparse" in text
@@ -58,7 +62,25 @@ def test_report_directory_has_markdown_json_and_plots(tmp_path):
     assert [r["name"] for r in data["rows"]] == ["base", "sparse"]
     for png in ("sparsity_by_category.png", "accuracy_vs_macs.png"):
         assert (tmp_path / "rep" / png).read_bytes()[:4] == b"\x89PNG"
-    assert "no measurable change" in md.read_text() or "by" in md.read_text()
+    assert "no measurable change" in md.read_text() or "by" in md.read_text() or BUSY_LABEL in md.read_text()
+
+
+def test_tables_and_report_mark_busy_figures(tmp_path):
+    """A figure measured on a busy machine is never printed as a clean one (synthetic result)."""
+    row = {"params": 10, "nonzero": 5, "macs": 1e9, "sparse_fp16_bytes": 1e6, "torch_p10_ms": 9.0,
+           "torch_p90_ms": 11.0, "torch_median_ms": 10.0}
+    rows = [{"name": "base", **row, "torch_reliable": False},
+            {"name": "pruned", **row, "torch_reliable": False,
+             "torch_verdict": verdict({"median": 0.5, "ci_low": 0.4, "ci_high": 0.6, "reliable": False})},
+            {"name": "quiet", **row, "torch_reliable": True, "torch_verdict": "faster by 50.0%"}]
+    machine = {"torch": {"busy": True, "reasons": ["load average 9.00 on 2 cores"]}}
+    result = {"rows": rows, "machine": machine, "options": {"batch": 1, "imgsz": 32, "threads": 1, "warmup": 0,
+              "rounds": 10}, "torch_version": "x", "cpu_count": 2, "mac_counter": "m"}
+    lines = comparison_table(result, markdown=False).splitlines()
+    assert f"{BUSY_LABEL}: 10.0 [9.0-11.0]" in lines[1] and f"{BUSY_LABEL} (measured: faster by 50.0%)" in lines[2]
+    assert BUSY_LABEL not in lines[3] and "10.0 [9.0-11.0]" in lines[3]
+    text = write_report(result, tmp_path / "rep").read_text()
+    assert f"torch latency {BUSY_LABEL}: load average 9.00 on 2 cores" in text
 
 
 def test_compare_options_are_validated():

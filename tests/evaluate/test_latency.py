@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from modprune.exceptions import ConfigError
-from modprune.measure.latency import measure_latency, spread_stats, verdict
+from modprune.measure.latency import MIN_ROUNDS, bootstrap_ci, measure_latency, spread_stats, verdict
 
 
 class FakeClock:
@@ -31,7 +31,7 @@ def test_structure_ratios_and_rotation() -> None:
     clock, log = FakeClock(), []
     models = {"base": make_model(clock, 0.010, log, "base"), "half": make_model(clock, 0.005, log, "half"),
               "slow": make_model(clock, 0.020, log, "slow")}
-    res = measure_latency(models, torch.zeros(1), warmup=2, rounds=6, timer=clock)
+    res = measure_latency(models, torch.zeros(1), warmup=2, rounds=6, min_rounds=3, timer=clock, check_machine=False)
     assert res["baseline"] == "base" and res["rounds"] == 6 and res["warmup"] == 2 and res["order"] == "rotating"
     assert set(res["models"]) == {"base", "half", "slow"}
     assert set(res["ratios"]) == {"half", "slow"}
@@ -101,7 +101,7 @@ def test_onnx_like_session_gets_numpy_feed() -> None:
             return [feed["images"]]
 
     sess = FakeSession()
-    measure_latency({"torch": lambda x: x, "ort": sess}, torch.ones(1, 3, 4, 4), rounds=3, warmup=1)
+    measure_latency({"torch": lambda x: x, "ort": sess}, torch.ones(1, 3, 4, 4), rounds=3, min_rounds=3, warmup=1)
     assert len(sess.feeds) == 4
     assert type(sess.feeds[0]["images"]).__module__ == "numpy"
 
@@ -132,6 +132,7 @@ def test_verdict_bad_input(bad: dict) -> None:
 @pytest.mark.parametrize("kwargs", [
     {"models": {}}, {"models": [lambda x: x]}, {"models": {"": lambda x: x}}, {"models": {"a": 3}},
     {"rounds": 2}, {"warmup": -1}, {"threads": 0}, {"baseline": "zzz"}, {"rounds": 3.0},
+    {"min_rounds": 2}, {"resamples": 10}, {"min_rounds": True},
 ])
 def test_bad_arguments(kwargs: dict) -> None:
     args = {"models": {"a": lambda x: x}, **kwargs}
@@ -153,4 +154,51 @@ def test_real_models_run() -> None:
     res = measure_latency({"small": small, "big": big}, torch.randn(1, 3, 32, 32), rounds=5, warmup=1, threads=1)
     assert all(v["median_ms"] > 0 for v in res["models"].values())
     words = verdict(res["ratios"]["big"])
+    if not res["reliable"]:  # this machine may be busy: then the words say so
+        assert words.startswith("unreliable: machine busy (measured: ") and res["machine"]["reasons"]
+        words = words[len("unreliable: machine busy (measured: "):-1]
     assert words == "no measurable change" or words.split()[0] in {"faster", "slower"}
+    assert res["ratios"]["big"]["ci_low"] <= res["ratios"]["big"]["median"] <= res["ratios"]["big"]["ci_high"]
+
+
+def test_min_rounds_raise_the_round_count() -> None:
+    clock, log = FakeClock(), []
+    res = measure_latency({"a": make_model(clock, 0.01, log, "a")}, None, rounds=3, warmup=0, timer=clock,
+                          check_machine=False)
+    assert res["rounds"] == MIN_ROUNDS and res["rounds_requested"] == 3 and len(log) == MIN_ROUNDS
+
+
+def test_ratio_has_a_seeded_bootstrap_interval_and_verdict_uses_it() -> None:
+    clock = FakeClock()
+    costs = iter([0.010, 0.009, 0.011, 0.010, 0.012, 0.008] * 20)
+
+    def noisy(_x: object) -> None:
+        clock.now += next(costs)
+
+    def steady(_x: object) -> None:
+        clock.now += 0.010
+
+    runs = [measure_latency({"base": steady, "noisy": noisy}, None, rounds=12, warmup=0, timer=clock,
+                            check_machine=False) for _ in range(2)]
+    r = runs[0]["ratios"]["noisy"]
+    assert r["ci_low"] <= r["median"] <= r["ci_high"] and r["ci_low"] < r["ci_high"]
+    assert r["ci_low"] == pytest.approx(runs[1]["ratios"]["noisy"]["ci_low"])  # seeded: same samples, same interval
+    assert r["reliable"] is True and runs[0]["machine"] is None
+    assert verdict(r) == "no measurable change"  # the interval includes 1.0
+
+
+def test_bootstrap_ci() -> None:
+    lo, hi = bootstrap_ci([1.0] * 20)
+    assert lo == hi == 1.0
+    lo, hi = bootstrap_ci(list(range(1, 101)), resamples=500, seed=3)
+    assert 35 < lo < 50.5 < hi < 66
+    assert bootstrap_ci(list(range(100)), seed=1) == bootstrap_ci(list(range(100)), seed=1)
+    with pytest.raises(ConfigError):
+        bootstrap_ci([])
+
+
+def test_verdict_prefers_the_interval_and_marks_unreliable_figures() -> None:
+    r = {"median": 0.9, "p10": 0.7, "p90": 1.1, "ci_low": 0.85, "ci_high": 0.95}
+    assert verdict(r) == "faster by 10.0%"  # the CI excludes 1 although the p10..p90 spread does not
+    assert verdict(r, low="p10", high="p90") == "no measurable change"
+    assert verdict({**r, "reliable": False}) == "unreliable: machine busy (measured: faster by 10.0%)"

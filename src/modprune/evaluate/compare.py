@@ -3,8 +3,10 @@
 Every model gets: params, nonzero, MACs, file size (its file on disk, the dense fp16 state dict and
 modprune's compressed sparse format), latency in PyTorch and, optionally, ONNX Runtime (measured
 together, interleaved, with a fixed thread count: see :mod:`modprune.measure.latency`), FPS, and
-with a dataset mAP50 / mAP50-95. Latency differences whose spread includes "no change" are
-reported as "no measurable change", never as a speedup. MACs and latency are separate columns:
+with a dataset mAP50 / mAP50-95. Latency is timed on the inference form users ship: the fused model
+(:func:`modprune.fuse`) and its ONNX export. Latency differences whose confidence interval includes
+"no change" are reported as "no measurable change", never as a speedup; figures measured on a busy
+machine are marked "unreliable: machine busy". MACs and latency are separate columns:
 a MACs ratio is not a speedup.
 """
 
@@ -22,7 +24,9 @@ from torch import nn
 
 from modprune.exceptions import ConfigError
 from modprune.measure import MAC_COUNTER, count_macs, count_nonzero, count_params
+from modprune.fusion import fuse
 from modprune.measure.latency import measure_latency, verdict
+from modprune.measure.machine import BUSY_LABEL
 
 __all__ = ["CompareOptions", "compare_models"]
 
@@ -92,12 +96,15 @@ def _latency_rows(result: Mapping[str, Any], prefix: str) -> dict[str, dict[str,
             f"{prefix}_p10_ms": stats["p10_ms"],
             f"{prefix}_p90_ms": stats["p90_ms"],
             f"{prefix}_fps": stats["fps"],
+            f"{prefix}_reliable": result["reliable"],
         }
         ratio = result["ratios"].get(name)
         if ratio is not None:
             row[f"{prefix}_ratio_median"] = ratio["median"]
             row[f"{prefix}_ratio_p10"] = ratio["p10"]
             row[f"{prefix}_ratio_p90"] = ratio["p90"]
+            row[f"{prefix}_ratio_ci_low"] = ratio["ci_low"]
+            row[f"{prefix}_ratio_ci_high"] = ratio["ci_high"]
             row[f"{prefix}_verdict"] = verdict(ratio)
         rows[name] = row
     return rows
@@ -177,19 +184,7 @@ def compare_models(
                 macs=count_macs(model, x),
                 **_sizes(model, Path(p) if p else None, workdir),
             )
-        say(f"[latency] PyTorch, {options.rounds} interleaved rounds, {options.threads} threads, batch {options.batch}")
-        torch_lat = measure_latency(
-            models, x, warmup=options.warmup, rounds=options.rounds, threads=options.threads, baseline=names[0]
-        )
-        for name, row in _latency_rows(torch_lat, "torch").items():
-            rows[name].update(row)
-        if options.onnx:
-            say("[latency] exporting to ONNX and timing ONNX Runtime")
-            sessions, files = _onnx_sessions(models, options, workdir, say)
-            ort_lat = measure_latency(sessions, x, warmup=options.warmup, rounds=options.rounds, baseline=names[0])
-            _add_int8_rows(rows, names, files)
-            for name, row in _latency_rows(ort_lat, "ort").items():
-                rows[name].update(row)
+        machine = _latency(models, x, rows, options, workdir, say)
         if options.data:
             _accuracy(models, rows, options, say)
             if options.int8:
@@ -201,8 +196,37 @@ def compare_models(
         "mac_counter": MAC_COUNTER,
         "torch_version": str(torch.__version__),
         "cpu_count": os.cpu_count(),
+        "inference_form": "fused (conv + BatchNorm folded, modprune.fuse)",
+        "machine": machine,
         "rows": [rows[n] for n in names],
     }
+
+
+def _latency(models: Mapping[str, nn.Module], x: torch.Tensor, rows: dict[str, dict[str, Any]], options: CompareOptions,
+             workdir: Path, say: Progress) -> dict[str, Any]:
+    """Time the fused models in PyTorch and (optionally) their ONNX export; fill ``rows``; return the
+    busy-machine checks ``{"torch": ..., "ort": ...}``."""
+    names = list(models)
+    fused = {name: fuse(model) for name, model in models.items()}
+    say(f"[latency] PyTorch (fused), {options.rounds} interleaved rounds, {options.threads} threads, "
+        f"batch {options.batch}")
+    torch_lat = measure_latency(fused, x, warmup=options.warmup, rounds=options.rounds, threads=options.threads,
+                                baseline=names[0])
+    machine = {"torch": torch_lat["machine"]}
+    for name, row in _latency_rows(torch_lat, "torch").items():
+        rows[name].update(row)
+    if options.onnx:
+        say("[latency] exporting the models as they ship (fused) and timing ONNX Runtime")
+        sessions, files = _onnx_sessions(models, options, workdir, say)  # the exporters fuse themselves
+        ort_lat = measure_latency(sessions, x, warmup=options.warmup, rounds=options.rounds, baseline=names[0])
+        machine["ort"] = ort_lat["machine"]
+        _add_int8_rows(rows, names, files)
+        for name, row in _latency_rows(ort_lat, "ort").items():
+            rows[name].update(row)
+    for check in machine.values():
+        if check and check["busy"]:
+            say(f"[latency] {BUSY_LABEL}: {'; '.join(check['reasons'])}")
+    return machine
 
 
 def _accuracy(models: Mapping[str, nn.Module], rows: dict[str, dict[str, Any]], opts: CompareOptions, say: Progress) -> None:

@@ -3,7 +3,8 @@
 Export uses the TorchScript-based exporter (``torch.onnx.export(..., dynamo=False)``): the dynamo path
 needs ``onnxscript``, which modprune does not require. The file is written to a temporary name and
 moved into place. ultralytics detection heads are switched to export mode on a copy of the model, so
-the graph has one output (decoded boxes and class scores, ``(B, 4 + nc, anchors)``).
+the graph has one output (decoded boxes and class scores, ``(B, 4 + nc, anchors)``). The exported graph
+is the inference form (every conv + BatchNorm pair folded by :func:`modprune.fuse`) unless ``fuse=False``.
 
 ``onnx`` and ``onnxruntime`` are imported inside the functions that need them.
 """
@@ -23,6 +24,7 @@ import torch
 from torch import nn
 
 from modprune.exceptions import ConfigError, ModelLoadError, OutputPathError, UnsupportedModelError
+from modprune.fusion import fuse as fuse_model
 from modprune.measure.walk import tensors_of
 
 __all__ = ["export_onnx", "check_onnx", "ort_session", "prepare_for_export", "DEFAULT_OPSET"]
@@ -32,17 +34,28 @@ LOG = logging.getLogger(__name__)
 DEFAULT_OPSET = 17
 
 
-def prepare_for_export(model: nn.Module) -> nn.Module:
-    """A float32 eval-mode copy of ``model`` whose ultralytics heads (``export`` attribute) return one tensor."""
+def prepare_for_export(model: nn.Module, *, fuse: bool = True) -> nn.Module:
+    """A float32 eval-mode copy of ``model`` whose ultralytics heads (``export`` attribute) return one tensor.
+
+    With ``fuse`` (default) the copy is the inference form: every conv + BatchNorm pair folded
+    (:func:`modprune.fuse`); masks are baked in either way.
+    """
     if not isinstance(model, nn.Module):
         raise UnsupportedModelError(f"expected a torch nn.Module, got {type(model).__name__}", obj=model)
-    m = copy.deepcopy(model).float().eval()
+    m = (fuse_model(model) if fuse else _plain_copy(model)).float().eval()
     for mod in m.modules():
         if isinstance(getattr(mod, "export", None), bool):  # ultralytics heads
             mod.export = True
             if hasattr(mod, "format"):
                 mod.format = "onnx"
     return m
+
+
+def _plain_copy(model: nn.Module) -> nn.Module:
+    from modprune.pruners.masks import masks_baked  # noqa: PLC0415
+
+    with masks_baked(model):
+        return copy.deepcopy(model)
 
 
 def export_onnx(
@@ -56,6 +69,7 @@ def export_onnx(
     dynamic_batch: bool = False,
     input_name: str = "images",
     check: bool = True,
+    fuse: bool = True,
 ) -> Path:
     """Export ``model`` to ONNX at ``path`` (atomically) for an input of shape ``(batch, channels, h, w)``.
 
@@ -69,6 +83,7 @@ def export_onnx(
         dynamic_batch: Mark the batch dimension dynamic.
         input_name: Name of the graph input.
         check: Run ``onnx.checker`` on the written file.
+        fuse: Export the inference form (conv + BatchNorm pairs folded, :func:`modprune.fuse`), as deployed.
 
     Raises:
         ConfigError: invalid size, batch or opset.
@@ -80,7 +95,7 @@ def export_onnx(
         if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
             raise ConfigError(f"{name}={value!r} must be an integer in [{lo}, {hi}]", obj=value)
     out = Path(path).expanduser()
-    m = prepare_for_export(model)
+    m = prepare_for_export(model, fuse=fuse)
     dummy = torch.zeros(batch, channels, *hw)
     tmp = _temp_beside(out)
     try:
@@ -167,7 +182,8 @@ def check_onnx(
 ) -> float:
     """Largest absolute difference between ONNX Runtime and PyTorch outputs on ``example_input``.
 
-    The PyTorch side runs the same export-mode float32 copy that :func:`export_onnx` traces.
+    The PyTorch side runs an export-mode float32 copy of ``model`` *without* folding its BatchNorms, so the
+    check covers the fusion done on export as well as the exporter.
 
     Raises:
         UnsupportedModelError: the outputs differ in number or shape, or by more than ``atol``.
@@ -179,7 +195,7 @@ def check_onnx(
         raise ConfigError(f"example_input must be a torch.Tensor, got {type(example_input).__name__}",
                           obj=example_input)
     sess = ort_session(path, threads)
-    m = prepare_for_export(model)
+    m = prepare_for_export(model, fuse=False)
     x = example_input.detach().float().cpu()
     with torch.no_grad():
         expected = [t.detach().numpy() for t in tensors_of(m(x))]

@@ -9,6 +9,7 @@ import os
 from pathlib import Path
 from typing import Any, Mapping
 
+from modprune.measure.machine import BUSY_LABEL
 from modprune.serialization import atomic_path
 
 __all__ = ["comparison_table", "write_report"]
@@ -20,7 +21,10 @@ def _fmt_ms(row: Mapping[str, Any], prefix: str) -> str:
     med = row.get(f"{prefix}_median_ms")
     if med is None:
         return "-"
-    return f"{med:.1f} [{row[f'{prefix}_p10_ms']:.1f}-{row[f'{prefix}_p90_ms']:.1f}]"
+    text = f"{med:.1f} [{row[f'{prefix}_p10_ms']:.1f}-{row[f'{prefix}_p90_ms']:.1f}]"
+    if row.get(f"{prefix}_reliable") is False:  # measured on a busy machine: never shown as a clean figure
+        return f"{BUSY_LABEL}: {text}"
+    return text
 
 
 def _fmt_change(row: Mapping[str, Any], prefix: str) -> str:
@@ -59,9 +63,14 @@ def _context(result: Mapping[str, Any]) -> str:
         f"- input {o['batch']}x3x{o['imgsz']}x{o['imgsz']}; PyTorch {result['torch_version']}, {o['threads']} threads, "
         f"{o['warmup']} warm-up calls, {o['rounds']} interleaved rounds (order rotating); {result['cpu_count']} CPUs",
         f"- MACs: {result['mac_counter']}. A MACs reduction is not a measured speedup; see the latency columns.",
-        "- latency: median [p10-p90] ms; 'vs base' is the median of per-round time ratios, "
-        "'no measurable change' when the p10-p90 range of that ratio includes 1.",
+        "- latency: the fused models (conv + BatchNorm folded) and their ONNX export; median [p10-p90] ms; "
+        "'vs base' is the median of per-round time ratios, 'no measurable change' when its 95% bootstrap "
+        "confidence interval includes 1.",
     ]
+    for engine, check in (result.get("machine") or {}).items():
+        if check and check.get("busy"):
+            lines.append(f"- {engine} latency {BUSY_LABEL}: {'; '.join(check['reasons'])}. Re-run on a quiet "
+                         "machine before reading these figures.")
     if o.get("data"):
         lines.append(f"- accuracy: ultralytics validator on {o['data']} at {o.get('val_imgsz') or o['imgsz']}px")
     return "\n".join(lines)

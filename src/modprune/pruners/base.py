@@ -103,11 +103,15 @@ class PruneOutcome:
         ratio); None lets the report compute it from ``target_kind``.
     :param categories: categories of the pruned model when the pruner rewrote modules (None:
         the context's categories still describe it).
+    :param macs: ``(before, after)`` MACs of one forward on the context's example inputs, when the
+        pruner counted them exactly as :func:`modprune.measure.count_macs` does (the report then reuses
+        them instead of counting again); None otherwise.
     """
 
     notes: tuple[str, ...] = ()
     achieved: float | None = None
     categories: Categories | None = None
+    macs: tuple[int, int] | None = None
 
 
 class Pruner(ABC):
@@ -151,6 +155,11 @@ class Pruner(ABC):
                 unknown,
             )
         return self.options_type(**dict(options))
+
+    def counts_macs(self, config: PruneConfig) -> bool:
+        """True when :meth:`apply` will return ``PruneOutcome.macs`` for ``config`` (with example inputs),
+        so ``modprune.prune`` need not count MACs itself. Default: False."""
+        return False
 
     def plan(self, model: nn.Module, config: PruneConfig, ctx: PruneContext) -> PrunePlan:
         """Validate ``config`` against ``model`` and decide what to do; must not change the model.

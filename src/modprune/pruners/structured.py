@@ -135,7 +135,12 @@ class StructuredPruner(Pruner):
         ctx.finalize_model(model)
         run.check_outputs()
         model.zero_grad(set_to_none=True)
-        return PruneOutcome(tuple(notes), achieved, _categories_after(model, original, prepared, ctx))
+        macs = (int(run.start), int(run.last)) if run.kind == "macs" and run.start is not None else None
+        return PruneOutcome(tuple(notes), achieved, _categories_after(model, original, prepared, ctx), macs=macs)
+
+    def counts_macs(self, config: PruneConfig) -> bool:
+        """A MACs target measures MACs before and after (FlopCounterMode, then exact hooks): reused."""
+        return (config.target_kind or "macs") == "macs"
 
     @staticmethod
     def _prepare(model: nn.Module, config: PruneConfig, ctx: PruneContext, notes: list[str]) -> PruneContext:
@@ -198,6 +203,7 @@ class _Run:
         self.layers_only = False
         self.table: MacsTable | None = None
         self.start: float | None = None
+        self.last = 0.0
         self.start = self._measure()
 
     # --- graph --------------------------------------------------------------------------------
@@ -265,7 +271,8 @@ class _Run:
             if self.start is None:
                 custom = any(isinstance(m, self.custom_types) for m in self.model.modules()) if self.custom_types else False
                 self.layers_only = self.table.other == 0 and not custom
-            return float(self.table.total)
+            self.last = float(self.table.total)
+            return self.last
         if self.kind == "params":
             return float(count_params(self.model))
         return float(sum(self._channels(m)[0] for m in self.roots.base))
@@ -402,7 +409,8 @@ class _Run:
             was_training = self.model.training
             self.model.eval()
             try:
-                out = call_model(self.model, self.inputs)
+                with torch.no_grad():  # shapes only: no autograd graph
+                    out = call_model(self.model, self.inputs)
             except Exception as exc:  # a rule that slices wrongly breaks the forward
                 raise unsupported_from(exc, self.model, stack, "running") from exc
             finally:

@@ -118,3 +118,34 @@ def test_plugin_batchnorms_use_ultralytics_settings():
     # BNs built by the plugin itself; those inside ultralytics' Conv get them from initialize_weights
     bns = [LSConv(8, 8).large_branch[1], DSConv(4, 8).bn, DynamicLocalMixer(8).norm, TokenC3(8, 8).cross_interaction[1]]
     assert all(type(m) is nn.BatchNorm2d and m.eps == 1e-3 and m.momentum == 0.03 for m in bns)
+
+
+def test_fuse_folds_the_plugins_pairs_and_keeps_outputs() -> None:
+    """modprune.fuse folds every foldable conv + BN pair of TokenC3-LSNet-n (the Sequential ones and, through
+    the plugin's hook, each DSConv's); only the DynamicLocalMixers' norms (a BN over a sum) stay."""
+    import modprune
+    from modprune.integrations.ultralytics import ensure_offline
+
+    ensure_offline()
+    torch.manual_seed(0)
+    model = modprune.load("yolov13n_lsnet_p2_simple.yaml").eval()
+    gen = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.weight.copy_(torch.rand(m.weight.shape, generator=gen) + 0.5)
+                m.bias.copy_(torch.rand(m.bias.shape, generator=gen) * 0.2 - 0.1)
+                m.running_mean.copy_(torch.rand(m.running_mean.shape, generator=gen) * 0.2 - 0.1)
+                m.running_var.copy_(torch.rand(m.running_var.shape, generator=gen) + 0.5)
+    from modprune_tokenc3_lsnet.blocks import DSConv, DynamicLocalMixer
+
+    fused = modprune.fuse(model)
+    left = [m for m in fused.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    mixers = [m for m in fused.modules() if isinstance(m, DynamicLocalMixer)]
+    assert len(left) == len(mixers) and all(any(b is mx.norm for mx in mixers) for b in left)
+    assert all(isinstance(m.bn, torch.nn.Identity) for m in fused.modules() if isinstance(m, DSConv))
+    x = torch.randn(1, 3, 64, 64, generator=gen)
+    with torch.no_grad():
+        a, b = model(x), fused(x)
+    a, b = (a[0], b[0]) if isinstance(a, (tuple, list)) else (a, b)
+    assert (a - b).abs().max().item() <= 1e-4 * max(1.0, a.abs().max().item())

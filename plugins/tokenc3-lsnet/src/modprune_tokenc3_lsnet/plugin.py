@@ -137,6 +137,26 @@ def _have_ultralytics() -> bool:
 
 
 @hookimpl
+def modprune_fusable_pairs(model: nn.Module) -> list[tuple[nn.Module, nn.Module]]:
+    """The pairs ``modprune.fuse`` cannot see by itself: each ``DSConv``'s pointwise conv and its BatchNorm
+    (``SiLU(BN(pw(dw(x))))``).
+
+    The plugin's other conv + BN pairs are neighbours in plain ``nn.Sequential`` blocks (the LSConv
+    branches, the small-target enhancers, the cross interaction), which modprune folds without help; the
+    DynamicLocalMixer's ``norm`` normalises a sum of two paths and cannot be folded into one conv.
+    """
+    (dsconv,) = _block_types(("DSConv",)) or (None,)
+    if dsconv is None:
+        return []
+    return [
+        (m.pw, m.bn)
+        for m in model.modules()
+        if isinstance(m, dsconv) and type(m).forward is dsconv.forward
+        and isinstance(getattr(m, "pw", None), nn.Conv2d) and isinstance(getattr(m, "bn", None), nn.BatchNorm2d)
+    ]
+
+
+@hookimpl
 def modprune_register_safe_globals() -> list[type]:
     if not _have_ultralytics():
         return []

@@ -20,6 +20,7 @@ What the hooks do:
   through yolo11's C2PSA attention also ran away in memory);
 * ``modprune_unwrapped_parameters``: A2C2f's residual ``gamma`` (one value per output channel);
 * ``modprune_finalize_model``: refresh the split blocks' stored widths;
+* ``modprune_fusable_pairs``: the conv and BatchNorm of every ``Conv`` block (for ``modprune.fuse``);
 * ``modprune_load_model`` / ``modprune_save_model``: checkpoints and yamls
   (:mod:`~modprune.integrations.ultralytics.checkpoint`).
 """
@@ -148,6 +149,24 @@ def modprune_finalize_model(model: nn.Module) -> None:
     for module in model.modules():
         if isinstance(module, SplitBlock):
             module.update_widths()
+
+
+@hookimpl
+def modprune_fusable_pairs(model: nn.Module) -> list[tuple[nn.Module, nn.Module]]:
+    """The ``(conv, bn)`` of every ultralytics ``Conv`` (and subclass) that computes ``act(bn(conv(x)))``.
+
+    Blocks overriding that forward (``Conv2``, ``RepConv``, ``ConvTranspose``) are left alone.
+    """
+    if "ultralytics" not in sys.modules:
+        return []
+    from ultralytics.nn.modules.conv import Conv  # noqa: PLC0415
+
+    return [
+        (m.conv, m.bn)
+        for m in model.modules()
+        if isinstance(m, Conv) and type(m).forward is Conv.forward
+        and isinstance(getattr(m, "conv", None), nn.Conv2d) and isinstance(getattr(m, "bn", None), nn.BatchNorm2d)
+    ]
 
 
 @hookimpl
