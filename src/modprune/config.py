@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import fnmatch
 import json
 import logging
 import math
@@ -104,6 +105,10 @@ class PruneConfig:
         (keeping their proportions, capped at ``max_ratio``) until ``target`` is reached.
     :param default_ratio: ratio of categories not listed in ``category_ratios``.
     :param protect: categories left untouched (every parameter inside stays bit-identical).
+    :param protect_modules: modules left untouched by qualified name (``roi_heads``) or glob pattern
+        (``roi_heads.*``, ``backbone.body.layer4*``), everything inside them included. A pattern
+        matching no module of the model raises :class:`ConfigError` when pruning. (Plugins protect
+        modules by predicate through the ``modprune_protected_modules`` hook.)
     :param scope: ``layer`` (each layer at its category's ratio), ``category`` (rank within a
         category) or ``global`` (one ranking over every unprotected weight or channel).
     :param steps: number of pruning steps to reach the target (iterative schedule).
@@ -123,6 +128,7 @@ class PruneConfig:
     category_ratios: Mapping[str, float] = field(default_factory=dict)
     default_ratio: float = 1.0
     protect: tuple[str, ...] = ()
+    protect_modules: tuple[str, ...] = ()
     scope: str = "layer"
     steps: int = 1
     pruner_options: Mapping[str, Any] = field(default_factory=dict)
@@ -164,6 +170,21 @@ class PruneConfig:
         if not isinstance(protect, (list, tuple)) or not all(isinstance(c, str) for c in protect):
             raise ConfigError(f"protect must be a list of category names, got {self.protect!r}", self.protect)
         object.__setattr__(self, "protect", tuple(protect))
+        names = () if self.protect_modules is None else self.protect_modules
+        if isinstance(names, str):
+            names = (names,)
+        if not isinstance(names, (list, tuple)) or not all(isinstance(n, str) and n.strip() for n in names):
+            raise ConfigError(
+                f"protect_modules must be a list of qualified module names or glob patterns, got {self.protect_modules!r}",
+                self.protect_modules,
+            )
+        object.__setattr__(self, "protect_modules", tuple(names))
+
+    def protects_module(self, name: str) -> bool:
+        """Whether the module called ``name`` (a qualified name) or one of its parents is in ``protect_modules``."""
+        parts = name.split(".")
+        prefixes = [".".join(parts[:i]) for i in range(1, len(parts) + 1)] if name else []
+        return any(fnmatch.fnmatchcase(p, pattern) for p in prefixes for pattern in self.protect_modules)
 
     @staticmethod
     def _check_int(name: str, value: Any, *, minimum: int, maximum: int = MAX_INT) -> None:
@@ -210,8 +231,9 @@ class PruneConfig:
         if unknown:
             raise ConfigError(f"unknown config keys: {', '.join(map(str, unknown))}; valid keys: {', '.join(valid)}", unknown)
         kwargs = dict(data)
-        if "protect" in kwargs and isinstance(kwargs["protect"], list):
-            kwargs["protect"] = tuple(kwargs["protect"])
+        for key in ("protect", "protect_modules"):
+            if key in kwargs and isinstance(kwargs[key], list):
+                kwargs[key] = tuple(kwargs[key])
         return cls(**kwargs)
 
     def to_yaml(self) -> str:

@@ -7,8 +7,12 @@ How a config becomes torch-pruning's vocabulary:
   channels together (``layer``: alone; ``category``: per category; ``global``: all categories
   sharing a ratio);
 * protected categories and ``modprune_protected_modules`` are frozen: any group touching them
-  (their outputs or their inputs) is skipped, so they stay bit-identical; layers feeding the model's
-  terminal outputs keep their output widths (a classifier keeps its classes);
+  (their outputs or their inputs) is skipped, so they stay bit-identical; layers feeding any tensor
+  the model returns keep their output widths (a classifier keeps its classes, a returned feature map
+  its channels); groups that would fold channels into positions through a reshape (``Linear -> view
+  -> ConvTranspose``) are left alone, with a note;
+* after each step, stored sizes (``in_channels``, ``out_features``, ``num_features``, ...) are set
+  from the weights (see :func:`modprune.pruners.structured_setup.sync_stored_sizes`);
 * one scale multiplies every base ratio (capped at ``max_ratio``). ``target_kind="channels"`` uses
   ``target`` as the scale; ``macs`` and ``params`` search the scale on estimates (no pruning per
   trial; see :mod:`modprune.pruners.structured_search`), prune once, then measure and correct.
@@ -52,10 +56,12 @@ from modprune.pruners.structured_search import Estimator, MacsTable, macs_table,
 from modprune.pruners.structured_setup import (
     bare_parameter_notes,
     describe,
+    detached,
     find_protection,
     find_roots,
     module_stack,
     output_layers,
+    sync_stored_sizes,
     type_changes,
     unsupported_from,
 )
@@ -190,6 +196,7 @@ class _Run:
         protection = find_protection(model, config, ctx)
         notes.extend(protection.notes)
         self.frozen = protection.frozen
+        self.subtrees = protection.subtrees
         self.roots = find_roots(model, config, ctx, self.frozen)
         if not any(b > 0 for b in self.roots.base.values()):
             raise UnreachableTargetError(
@@ -201,6 +208,7 @@ class _Run:
         self.custom_types = custom_types(ctx)
         self.pruner = self._build()
         self.layers_only = False
+        self._reshape_noted = False
         self.table: MacsTable | None = None
         self.start: float | None = None
         self.last = 0.0
@@ -211,27 +219,31 @@ class _Run:
     def _build(self) -> GraphPruner:
         """Trace the model into a :class:`GraphPruner`, then check what the graph found."""
         declared = list(self.ctx.unwrapped_parameters(self.model))
-        pruner, outputs = self._trace(declared)
+        pruner, outputs, fed = self._trace(declared)
         frozen_ids = {id(p) for f in self.frozen for p in ([f] if isinstance(f, nn.Parameter) else f.parameters())}
         self.notes.extend(bare_parameter_notes(pruner, self.model, {id(p) for p, _ in declared}, frozen_ids))
-        layers, terminal = output_layers(pruner, outputs)
+        layers, returned = output_layers(pruner, [outputs, *fed])
         shapes = [tuple(t.shape) for t in tensors_of(outputs)]
-        self.output_shapes = {i: shapes[i] for i in terminal}
+        self.output_shapes = {i: shapes[i] for i in returned if i < len(shapes)}
         kept = [m for m in layers if m not in pruner.ignored_layers]
         pruner.ignored_layers.extend(kept)
         if kept:
             names = {id(m): n for n, m in self.model.named_modules()}
             listed = ", ".join(describe(names.get(id(m), "?"), m) for m in kept[:6])
-            self.notes.append(f"output widths kept (layers feeding the model's outputs): {listed}")
+            self.notes.append(f"output widths kept (layers feeding the tensors the model returns): {listed}")
         return pruner
 
-    def _trace(self, declared: list[tuple[Any, int]]) -> tuple[GraphPruner, Any]:
+    def _trace(self, declared: list[tuple[Any, int]]) -> tuple[GraphPruner, Any, list[Any]]:
         """The :class:`GraphPruner` and the traced outputs; raises naming the module that cannot be traced."""
         captured: dict[str, Any] = {}
 
+        fed: list[Any] = []  # tensors entering protected subtrees, traced as if returned
+
         def forward_fn(model: nn.Module, inputs: Any) -> Any:
-            captured["out"] = call_model(model, inputs)
-            return captured["out"]
+            fed.clear()
+            with detached(self.subtrees, fed):
+                captured["out"] = call_model(model, inputs)
+            return [captured["out"], *fed] if fed else captured["out"]
 
         started = time.perf_counter()
         with module_stack(self.model) as stack, tracing_mode(self.model):
@@ -255,7 +267,7 @@ class _Run:
             except Exception as exc:  # torch-pruning and user models fail in many ways; name the module
                 raise unsupported_from(exc, self.model, stack, "tracing") from exc
         log.info("dependency graph built in %.2f s", time.perf_counter() - started)
-        return pruner, captured.get("out")
+        return pruner, captured.get("out"), list(fed)
 
     # --- measuring ----------------------------------------------------------------------------
 
@@ -343,6 +355,7 @@ class _Run:
             except Exception as exc:  # torch-pruning fails in many ways on unknown layers: name the module
                 raise unsupported_from(exc, self.model, stack, "pruning") from exc
         scale = plan.scale
+        self._note_fixes(sync_stored_sizes(self.model))
         self.model.zero_grad(set_to_none=True)
         with module_stack(self.model) as stack:
             try:
@@ -361,6 +374,19 @@ class _Run:
         )
         log.info(self.notes[-1])
         return after
+
+    def _note_fixes(self, fixed: list[str]) -> None:
+        """Notes on stored sizes set from the weights and on groups left alone (once each)."""
+        if fixed:
+            self.notes.append(f"stored sizes set from the weights: {', '.join(fixed[:6])}")
+        names = {id(m): n for n, m in self.model.named_modules()}
+        skipped = sorted(describe(names.get(id(m), "?"), m) for m in self.pruner.reshape_skipped)
+        if skipped and not self._reshape_noted:
+            self._reshape_noted = True
+            self.notes.append(
+                "groups left alone (a reshape folds their channels into positions, e.g. Linear -> view -> "
+                f"ConvTranspose): {', '.join(skipped[:6])}"
+            )
 
     def _choose_plan(self, step: int, steps: int, goal: float, current: float, check_final: bool) -> tuple[Plan, int, float]:
         """(plan, estimates made, estimated metric after it) for one step reaching ``goal``."""
@@ -392,7 +418,8 @@ class _Run:
         raise UnreachableTargetError(
             f"{self.kind} target {self.config.target} is unreachable: removing every prunable channel (up to "
             f"max_ratio {self.config.max_ratio} per layer) removes about {most:.3f}; protected categories: "
-            f"{', '.join(self.config.protect) or 'none'}, plus modules protected by plugins. Lower the target, "
+            f"{', '.join(self.config.protect) or 'none'}, protected modules: {', '.join(self.config.protect_modules) or 'none'}, "
+            "plus modules protected by plugins. Lower the target, "
             "raise max_ratio or protect less",
             self.config.target,
         )
@@ -401,7 +428,7 @@ class _Run:
 
     @torch.no_grad()
     def check_outputs(self) -> None:
-        """Run the pruned model once; terminal output shapes must not change.
+        """Run the pruned model once; the shapes of the tensors it returns must not change.
 
         :raises UnsupportedModelError: the pruned model fails or its output shapes changed.
         """

@@ -38,7 +38,9 @@ from torch_pruning.dependency import index_mapping as tp_index_mapping
 
 from modprune.pruners.tp_patches import GroupCache, frozen_graph
 
-__all__ = ["GraphPruner", "Plan", "tracing_mode"]
+__all__ = ["GraphPruner", "Plan", "splits_through_reshape", "tracing_mode"]
+
+_FLATTEN_MAPPING = tp_index_mapping._FlattenIndexMapping
 
 log = logging.getLogger(__name__)
 
@@ -135,6 +137,21 @@ class _CachedImportance(tp.importance.Importance):
         return imp
 
 
+def splits_through_reshape(group: Any) -> bool:
+    """Whether a group maps channels through a reshape that folds several channels into one
+    (e.g. ``Linear -> view -> ConvTranspose``: the linear's outputs become channels x positions).
+
+    torch-pruning maps such indices one way (``index // positions``) and the two sides then disagree
+    on how many channels went (stored sizes go negative, the reshape no longer fits): the group is
+    left alone.
+    """
+    for dep, _ in group:
+        for mapping in dep.index_mapping:
+            if isinstance(mapping, _FLATTEN_MAPPING) and mapping.reverse and getattr(mapping, "_stride", 1) > 1:
+                return True
+    return False
+
+
 class GraphPruner(tp.pruner.BasePruner):
     """A ``BasePruner`` driven by :attr:`scale`, with frozen modules and per-layer caps (see module doc).
 
@@ -160,6 +177,8 @@ class GraphPruner(tp.pruner.BasePruner):
         forward_fn: Any = None,
     ) -> None:
         self.scale = 0.0
+        #: Roots of groups left alone because they cross a channel-splitting reshape.
+        self.reshape_skipped: set[Any] = set()
         self._base = dict(base_ratios)
         self._frozen_ids = {id(x) for x in frozen}
         for module in (f for f in frozen if isinstance(f, nn.Module)):
@@ -220,10 +239,14 @@ class GraphPruner(tp.pruner.BasePruner):
         return min(ratio, self._ratio_cap.get(module, ratio))
 
     def _check_pruning_ratio(self, group: Any) -> bool:
-        """Skip groups touching a frozen module or parameter, then torch-pruning's own checks."""
+        """Skip groups touching a frozen module or parameter, or splitting channels into positions
+        through a reshape (see :func:`splits_through_reshape`), then torch-pruning's own checks."""
         for dep, _ in group:
             if id(dep.target.module) in self._frozen_ids:
                 return False
+        if splits_through_reshape(group):
+            self.reshape_skipped.add(group[0].dep.target.module)
+            return False
         return bool(super()._check_pruning_ratio(group))
 
     # --- modprune API -------------------------------------------------------------------------
@@ -260,7 +283,8 @@ class GraphPruner(tp.pruner.BasePruner):
                 imp = self.estimate_importance(group)
                 if imp is None:
                     continue
-                channels = len(imp) // max(1, self.out_channel_groups.get(root, 1))
+                # grouped channels (a GroupNorm or grouped conv in the group): each group keeps its own
+                channels = len(imp) // max(1, self._get_channel_groups(group), self.out_channel_groups.get(root, 1))
                 total = totals[self._layer_to_scope[root][0]]
                 total[0] += channels
                 total[1] += self._keep_for_group(group, channels)

@@ -8,17 +8,19 @@ and check what torch-pruning's graph found (bare parameters, layers feeding the 
 from __future__ import annotations
 
 import contextlib
+import fnmatch
 import logging
 import traceback
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from typing import Any, Iterator
 
+import torch
 import torch_pruning as tp
 from torch import nn
 
 from modprune.config import PruneConfig
-from modprune.exceptions import UnsupportedModelError
+from modprune.exceptions import ConfigError, UnsupportedModelError
 from modprune.measure.walk import tensors_of
 from modprune.pruners.base import PruneContext
 
@@ -27,10 +29,13 @@ __all__ = [
     "Roots",
     "bare_parameter_notes",
     "describe",
+    "detached",
     "find_protection",
     "find_roots",
     "module_stack",
     "output_layers",
+    "protected_subtrees",
+    "sync_stored_sizes",
     "type_changes",
     "unsupported_from",
 ]
@@ -67,6 +72,8 @@ class Protection:
 
     frozen: list[Any] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    #: ``(name, module)`` of the subtrees ``config.protect_modules`` names.
+    subtrees: list[tuple[str, nn.Module]] = field(default_factory=list)
 
 
 def find_protection(model: nn.Module, config: PruneConfig, ctx: PruneContext) -> Protection:
@@ -75,7 +82,62 @@ def find_protection(model: nn.Module, config: PruneConfig, ctx: PruneContext) ->
     seen: set[int] = set()
     _protect_categories(model, config, ctx, out, seen)
     _protect_plugin_modules(model, ctx, out, seen)
+    out.subtrees = protected_subtrees(model, config)
+    listed = [describe(n, m) for n, m in out.subtrees]
+    for _, module in out.subtrees:
+        if id(module) not in seen:
+            seen.add(id(module))
+            out.frozen.append(module)
+    if listed:
+        out.notes.append(f"protected modules (protect_modules): {len(listed)} left untouched ({_short_list(listed)})")
     return out
+
+
+def protected_subtrees(model: nn.Module, config: PruneConfig) -> list[tuple[str, nn.Module]]:
+    """The outermost modules ``config.protect_modules`` names (their children are protected with them).
+
+    :raises ConfigError: a name or pattern matches no module of ``model``.
+    """
+    if not config.protect_modules:
+        return []
+    names = [n for n, _ in model.named_modules() if n]
+    unmatched = [p for p in config.protect_modules if not any(fnmatch.fnmatchcase(n, p) for n in names)]
+    if unmatched:
+        raise ConfigError(
+            f"protect_modules {unmatched} match no module of {type(model).__name__}; qualified names look like "
+            f"{', '.join(names[:4])} (see `modprune inspect`)",
+            unmatched,
+        )
+    found: list[tuple[str, nn.Module]] = []
+    for name, module in model.named_modules():
+        if name and config.protects_module(name) and not any(name.startswith(f"{n}.") for n, _ in found):
+            found.append((name, module))
+    return found
+
+
+@contextlib.contextmanager
+def detached(subtrees: list[tuple[str, nn.Module]], inputs: list[Any]) -> Iterator[None]:
+    """Run protected subtrees without autograd while tracing, collecting the tensors they receive.
+
+    torch-pruning then does not trace through them (a detector's heads can hold most of the graph);
+    the layers producing their inputs keep their widths (see :func:`output_layers`).
+    """
+    originals = []
+    for _, module in subtrees:
+        original = module.forward
+
+        def forward(*args: Any, _original: Any = original, **kwargs: Any) -> Any:
+            inputs.extend(tensors_of((args, kwargs)))
+            with torch.no_grad():
+                return _original(*args, **kwargs)
+
+        module.forward = forward  # type: ignore[method-assign]
+        originals.append(module)
+    try:
+        yield
+    finally:
+        for module in originals:
+            del module.forward
 
 
 def _protect_categories(model: nn.Module, config: PruneConfig, ctx: PruneContext, out: Protection, seen: set[int]) -> None:
@@ -172,22 +234,21 @@ def find_roots(model: nn.Module, config: PruneConfig, ctx: PruneContext, frozen:
 
 
 def output_layers(pruner: Any, outputs: Any) -> tuple[list[nn.Module], list[int]]:
-    """Layers whose output channels reach a terminal model output (one no other op consumes).
+    """Layers whose output channels reach a tensor the model returns.
 
-    Their output widths must stay (a classifier's classes, a head's outputs); intermediate tensors a
-    model also returns (e.g. ultralytics' feature maps) are not terminal and stay prunable.
+    Everything a model returns keeps its shape (a classifier's classes, a head's outputs, and also
+    returned tensors the model consumes itself, e.g. feature maps that are concatenated inside).
 
-    :return: the layers, and the positions of the terminal tensors in :func:`tensors_of` ``(outputs)``.
+    :return: the layers, and the positions of the returned tensors in :func:`tensors_of` ``(outputs)``.
     """
     by_grad_fn = {node.grad_fn: node for node in pruner.DG.module2node.values() if node.grad_fn is not None}
     found: list[nn.Module] = []
-    terminal: list[int] = []
+    returned: list[int] = []
     stack = []
     for i, t in enumerate(tensors_of(outputs)):
+        returned.append(i)
         node = by_grad_fn.get(t.grad_fn) if t.grad_fn is not None else None
-        if node is None or not node.outputs:
-            terminal.append(i)
-        if node is not None and not node.outputs:
+        if node is not None:
             stack.append(node)
     seen: set[int] = set()
     while stack:
@@ -200,7 +261,38 @@ def output_layers(pruner: Any, outputs: Any) -> tuple[list[nn.Module], list[int]
                 found.append(node.module)
             continue
         stack.extend(node.inputs)
-    return found, terminal
+    return found, returned
+
+
+def _stored_sizes(module: nn.Module) -> dict[str, int]:
+    """The sizes a layer's weight implies for its stored size attributes (empty when unknown)."""
+    weight = getattr(module, "weight", None)
+    if not isinstance(weight, torch.Tensor) or weight.ndim == 0:
+        return {}
+    if isinstance(module, nn.modules.conv._ConvTransposeNd):
+        return {"in_channels": weight.shape[0], "out_channels": weight.shape[1] * module.groups}
+    if isinstance(module, nn.modules.conv._ConvNd):
+        return {"out_channels": weight.shape[0], "in_channels": weight.shape[1] * module.groups}
+    if isinstance(module, nn.Linear):
+        return {"out_features": weight.shape[0], "in_features": weight.shape[1]}
+    if isinstance(module, (nn.modules.batchnorm._NormBase, nn.GroupNorm)):
+        return {"num_features" if hasattr(module, "num_features") else "num_channels": weight.shape[0]}
+    return {}
+
+
+def sync_stored_sizes(model: nn.Module) -> list[str]:
+    """Set every layer's stored sizes (``in_channels``, ``out_features``, ...) from its weight.
+
+    :return: ``name.attr old -> new`` for each size that was wrong.
+    """
+    fixed: list[str] = []
+    for name, module in model.named_modules():
+        for attr, size in _stored_sizes(module).items():
+            old = getattr(module, attr, None)
+            if isinstance(old, int) and old != size:
+                setattr(module, attr, int(size))
+                fixed.append(f"{name}.{attr} {old} -> {size}")
+    return fixed
 
 
 def _is_depthwise(module: Any) -> bool:

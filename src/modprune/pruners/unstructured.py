@@ -24,6 +24,7 @@ from modprune.measure.walk import effective_parameters
 from modprune.pruners.allocation import allocate
 from modprune.pruners.base import PruneContext, PruneOutcome, PrunePlan, Pruner
 from modprune.pruners.masks import WeightMask, make_permanent, set_mask
+from modprune.pruners.structured_setup import protected_subtrees
 
 __all__ = ["UnstructuredOptions", "UnstructuredPlan", "UnstructuredPruner", "prunable_slots"]
 
@@ -60,7 +61,7 @@ class Slot:
 def prunable_slots(model: nn.Module, ctx: PruneContext, config: PruneConfig) -> list[Slot]:
     """Weight tensors (2-D and up: conv/linear kernels) of categories with a positive ratio.
 
-    Biases, norm parameters and frozen tensors (``requires_grad=False``; unless the whole model is
+    Biases, norm parameters, modules named by ``config.protect_modules`` and frozen tensors (``requires_grad=False``; unless the whole model is
     frozen, like an EMA checkpoint) are never zeroed; they still count in the target's denominator.
     """
     return _walk(model, ctx, config)[0]
@@ -82,6 +83,8 @@ def _walk(model: nn.Module, ctx: PruneContext, config: PruneConfig) -> tuple[lis
             if tensor.ndim < 2 or category is None or config.ratio_for(category) <= 0:
                 continue
             owner, _, attr = name.rpartition(".")
+            if config.protect_modules and config.protects_module(owner):
+                continue
             if skip_frozen and not _trainable(modules[owner], attr):  # a fixed projection: never pruned
                 continue
             slots.append(Slot(name, modules[owner], attr, category, tensor, nonzero))
@@ -193,6 +196,7 @@ class UnstructuredPruner(Pruner):
     def plan(self, model: nn.Module, config: PruneConfig, ctx: PruneContext) -> UnstructuredPlan:
         """Walk the model once and plan every removal; raises :class:`UnreachableTargetError`."""
         options = self.parse_options(config.pruner_options)
+        protected_subtrees(model, config)  # a protect_modules pattern matching nothing raises
         slots, total = _walk(model, ctx, config)
         return UnstructuredPlan(config, options, slots, total, _Plan.make(slots, total, config))
 

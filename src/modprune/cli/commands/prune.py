@@ -19,6 +19,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     add_model_args(p)
     p.add_argument("--recipe", required=True, help="recipe name (see `modprune recipes`) or YAML file")
     p.add_argument("--target", type=float, help="override the recipe's target fraction")
+    p.add_argument(
+        "--protect-module",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="leave this module (qualified name or glob pattern, e.g. 'roi_heads.*') untouched; repeatable",
+    )
     p.add_argument("-o", "--output", required=True, help="where to write the pruned model")
     p.add_argument("--report-json", help="also write the prune report as JSON here")
     p.add_argument("--force", action="store_true", help="allow the output to replace an existing file")
@@ -55,6 +62,8 @@ def run(args: argparse.Namespace) -> int:
     config = api.load_recipe(args.recipe)
     if args.target is not None:
         config = dataclasses.replace(config, target=args.target)
+    if args.protect_module:
+        config = dataclasses.replace(config, protect_modules=config.protect_modules + tuple(args.protect_module))
     inputs = [args.model] + ([args.recipe] if os.path.exists(args.recipe) else [])
     inputs += [p for p in (args.data, args.calibrate) if p]
     out = check_output(args.output, inputs, force=args.force)
