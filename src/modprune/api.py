@@ -178,7 +178,7 @@ def prune(
     except BaseException:
         if saved is not None:
             saved.restore(model)
-            log.info("prune failed; the model was restored to its state before the prune")
+            log.debug("prune failed; the model was restored to its state before the prune")
         raise
 
 

@@ -159,8 +159,7 @@ def slice_conv_block(block: nn.Module, keep: Keep, name: str = "") -> nn.Module:
     if conv.groups != 1:
         raise _unsupported(block, name, f"its convolution is grouped (groups={conv.groups})")
     new = copy_block(block)
-    new_conv = conv_of(new)
-    assert new_conv is not None  # a copy of a conv block
+    new_conv = _checked_conv(new, name)  # a copy of a conv block is one
     slice_conv_out(new_conv, keep, name)
     bn = getattr(new, "bn", None)
     if isinstance(bn, _BatchNorm):
@@ -216,8 +215,7 @@ def merge_conv_blocks(parts: Sequence[nn.Module]) -> nn.Module:
     parts = list(parts)
     convs = [_checked_conv(p, "") for p in parts]
     new = copy_block(parts[0])
-    new_conv = conv_of(new)
-    assert new_conv is not None  # a copy of a conv block
+    new_conv = _checked_conv(new, "")  # a copy of a conv block is one
     _merge_conv(new_conv, convs)
     bn = getattr(new, "bn", None)
     if isinstance(bn, _BatchNorm):

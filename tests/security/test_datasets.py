@@ -94,7 +94,7 @@ def test_validate_and_finetune_in_process_leave_the_dataset_alone(trapped_datase
     from ultralytics.nn.tasks import DetectionModel
 
     from modprune.integrations.ultralytics.offline import ensure_offline
-    from modprune.integrations.ultralytics.trainer import finetune
+    from modprune.integrations.ultralytics.trainer import FinetuneOptions, finetune
     from modprune.integrations.ultralytics.validate import validate
 
     ensure_offline(tmp_path / "ul_cfg")
@@ -104,7 +104,7 @@ def test_validate_and_finetune_in_process_leave_the_dataset_alone(trapped_datase
     model = DetectionModel("yolov8n.yaml", nc=1, verbose=False)
     metrics = validate(model, data, imgsz=64, batch=4)
     assert 0.0 <= metrics["mAP50"] <= 1.0
-    tuned = finetune(model, data, epochs=1, imgsz=64, batch=2, project_dir=tmp_path / "runs")
+    tuned = finetune(model, data, FinetuneOptions(epochs=1, imgsz=64, batch=2, project_dir=tmp_path / "runs"))
     assert sum(p.numel() for p in tuned.parameters()) == sum(p.numel() for p in model.parameters())
     assert not marker.exists(), "a pickle from the dataset folder was loaded"
     assert _listing(data.parent) == before, "the dataset folder was modified"

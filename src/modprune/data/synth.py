@@ -153,17 +153,17 @@ def generate_dataset(
     with staged_outputs() as stage:  # the dataset lands whole or not at all (e.g. on a full disk)
         work = stage.dir(root)
         n_objects = _write_splits(work, params, {"train": n_train, "val": n_val}, seed, image_format)
-        content = {
-            "path": str(root),
-            "train": "images/train",
-            "val": "images/val",
-            "nc": len(class_names),
-            "names": {i: n for i, n in enumerate(class_names)},
-        }
-        (work / "data.yaml").write_text(yaml.safe_dump(content, sort_keys=False), encoding="utf-8")
+        (work / "data.yaml").write_text(_data_yaml_text(root, class_names), encoding="utf-8")
     LOG.info("synthetic dataset in %s: %d train / %d val images, %d / %d objects", root, n_train, n_val,
              n_objects["train"], n_objects["val"])
     return root / "data.yaml"
+
+
+def _data_yaml_text(root: Path, class_names: Sequence[str]) -> str:
+    """The dataset's ``data.yaml``: its root, the two splits and the class names."""
+    content = {"path": str(root), "train": "images/train", "val": "images/val", "nc": len(class_names),
+               "names": {i: n for i, n in enumerate(class_names)}}
+    return yaml.safe_dump(content, sort_keys=False)
 
 
 def _write_splits(work: Path, params: _Params, counts: dict[str, int], seed: int, image_format: str) -> dict[str, int]:
@@ -626,13 +626,14 @@ def _dataset_root(data: dict[str, Any], yaml_path: Path) -> Path:
     if not root:
         return yaml_path.parent.resolve()
     root = Path(str(root)).expanduser()
+    relative = not root.is_absolute()
     datasets_dir = _datasets_dir()
-    if not root.exists() and not root.is_absolute() and datasets_dir is not None:
+    if not root.exists() and relative and datasets_dir is not None:
         root = datasets_dir / root
     if not root.is_dir():
         where = f" or in ultralytics' datasets_dir {str(datasets_dir)!r}" if datasets_dir is not None else ""
         hint = (f"; a relative 'path' is looked up in the working directory{where}, not the yaml's folder: "
-                "write an absolute path or drop 'path' to use the yaml's folder") if not root.is_absolute() else ""
+                "write an absolute path or drop 'path' to use the yaml's folder") if relative else ""
         raise DatasetError(f"dataset root {str(root)!r} (key 'path' in {str(yaml_path)!r}) is not a directory"
                            f"{hint}", obj=root)
     return root.resolve()

@@ -38,8 +38,10 @@ __all__ = ["ensure_offline", "default_config_dir", "FONT_NAMES", "local_font"]
 LOG = logging.getLogger(__name__)
 
 FONT_NAMES = ("Arial.ttf", "Arial.Unicode.ttf")
-# Settings switched off (in memory): usage events and every logger integration ultralytics can load.
-_OFF_SETTINGS = ("sync", "clearml", "comet", "dvc", "mlflow", "raytune", "tensorboard", "wandb")
+# Settings switched off (in memory): usage events and every logger integration ultralytics can load, and
+# the one-time export tip: ultralytics clears it by item assignment, which saves the whole settings object
+# (with the switches above) to the user's settings.json.
+_OFF_SETTINGS = ("sync", "clearml", "comet", "dvc", "mlflow", "raytune", "tensorboard", "wandb", "openvino_msg")
 # Modules that call check_font (imported by name, so each module's own reference is replaced).
 _FONT_USERS = ("ultralytics.utils.checks", "ultralytics.data.utils", "ultralytics.utils.plotting")
 

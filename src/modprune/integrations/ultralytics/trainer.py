@@ -545,9 +545,7 @@ def finetune(
 
         ensure_offline()
     yaml_path, nc = _check_inputs(model, data_yaml, teacher, options.reset_head)
-    if options.resume and not Path(options.train_args(yaml_path)["resume"]).is_file():
-        raise ConfigError(f"nothing to resume: {options.train_args(yaml_path)['resume']!r} does not exist; use the "
-                          "project_dir and name of the interrupted run", obj=options.name)
+    _check_resume(options, yaml_path)
     work = copy.deepcopy(model).float()
     if int(detect_head(work).nc) != nc:
         reset_head(work, nc)
@@ -568,12 +566,18 @@ def finetune(
         try:
             trainer.train()
         finally:
-            if installer is not None:
-                installer.remove()
+            installer is not None and installer.remove()  # the teacher's hooks and adapters go either way
     _load_best(work, trainer, best, keep, n_params)
     LOG.info("fine-tuned %d epochs (best epoch %s); run saved under %s", options.epochs,
              None if best.epoch is None else best.epoch + 1, trainer.save_dir)
     return work
+
+
+def _check_resume(options: FinetuneOptions, yaml_path: Path) -> None:
+    """ConfigError when ``options.resume`` names a run that left no ``last.pt``."""
+    if options.resume and not Path(options.train_args(yaml_path)["resume"]).is_file():
+        raise ConfigError(f"nothing to resume: {options.train_args(yaml_path)['resume']!r} does not exist; use the "
+                          "project_dir and name of the interrupted run", obj=options.name)
 
 
 def _check_inputs(model: nn.Module, data_yaml: str | os.PathLike[str], teacher: nn.Module | None,
