@@ -59,6 +59,20 @@ class Gate(nn.Module):
         return self.conv(x).sigmoid()
 
 
+class NormedGate(nn.Module):
+    """conv -> BatchNorm inside one block's forward that torch.fx cannot trace (data-dependent branch):
+    only its plugin can tell ``modprune.fuse`` the pair."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3, padding=1, bias=False)
+        self.bn = nn.BatchNorm2d(4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.bn(self.conv(x))
+        return y.relu() if bool(y.abs().sum() >= 0) else y
+
+
 GATE_PRUNER: Any = None  # set below, once GatePruner is defined
 
 
@@ -143,6 +157,11 @@ class Calls:
     def modprune_finalize_model(self, model: nn.Module) -> None:
         self.called.append("modprune_finalize_model")
         model.finalized = True  # type: ignore[attr-defined]
+
+    @hookimpl
+    def modprune_fusable_pairs(self, model: nn.Module) -> list[tuple[nn.Module, nn.Module]]:
+        self.called.append("modprune_fusable_pairs")
+        return [(m.conv, m.bn) for m in model.modules() if isinstance(m, NormedGate)]
 
     @hookimpl
     def modprune_register_commands(self) -> list[Any]:
@@ -302,6 +321,19 @@ def _ex_finalize_model(pm: ModpruneManager, plugin: Calls, tmp_path: Path) -> No
     assert model.finalized
 
 
+def _ex_fusable_pairs(pm: ModpruneManager, plugin: Calls, tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    model = NormedGate()
+    model.bn.running_mean.uniform_(-1, 1)
+    model.bn.running_var.uniform_(0.5, 2)
+    model.eval()
+    fused = modprune.fuse(model, pm=pm)
+    assert isinstance(fused.bn, nn.Identity) and fused.conv.bias is not None  # folded into the conv
+    x = torch.rand(2, 3, 8, 8)
+    assert torch.allclose(fused(x), model(x), atol=1e-5)
+    assert isinstance(modprune.fuse(model, pm=get_plugin_manager(entry_points=False, plugins=[])).bn, nn.BatchNorm2d)
+
+
 def _ex_commands(pm: ModpruneManager, plugin: Calls, tmp_path: Path) -> None:
     from modprune.cli.main import build_parser
 
@@ -331,6 +363,7 @@ HOOK_EXERCISES: dict[str, Callable[[ModpruneManager, Calls, Path], None]] = {
     "modprune_protected_modules": _ex_protected_modules,
     "modprune_unwrapped_parameters": _ex_unwrapped_parameters,
     "modprune_finalize_model": _ex_finalize_model,
+    "modprune_fusable_pairs": _ex_fusable_pairs,
     "modprune_register_commands": _ex_commands,
     "modprune_register_demos": _ex_demos,
 }

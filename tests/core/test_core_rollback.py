@@ -98,23 +98,20 @@ def test_plugin_finalize_raising_restores_model() -> None:
     assert plugin.called
 
 
-def test_unstructured_failing_measure_restores_masks() -> None:
-    """A forward that fails only after the masks went in (the MAC count afterwards) restores too."""
+def test_unstructured_failing_after_masks_went_in_restores_masks() -> None:
+    """A failure after the first step's masks went in (here the step callback) restores the model too."""
 
-    class FailsWhenSparse(nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.conv = nn.Conv2d(3, 5, 3)
-            self.pool = nn.AdaptiveAvgPool2d(1)
+    def interrupted(step: int, steps: int, model: nn.Module) -> None:
+        assert any("parametrizations" in name for name, _ in model.named_modules())  # the masks are in
+        raise RuntimeError("interrupted after step 1")
 
-        def forward(self, x: torch.Tensor) -> torch.Tensor:
-            if bool((self.conv.weight == 0).any()):
-                raise RuntimeError("sparse weights")
-            return self.pool(self.conv(x)).flatten(1)
-
-    torch.manual_seed(0)
-    model = FailsWhenSparse()
-    _run_failing(model, PruneConfig(method="unstructured", target=0.3))
+    model = _model()
+    before = _signature(model)
+    params, modules = list(model.parameters()), list(model.modules())
+    with pytest.raises(RuntimeError, match="interrupted"):
+        modprune.prune(model, PruneConfig(method="unstructured", target=0.3, steps=2), torch.rand(1, 3, 16, 16),
+                       on_step=interrupted)
+    _assert_same(model, before, params, modules)
     assert not any("parametrizations" in name for name, _ in model.named_modules())
 
 

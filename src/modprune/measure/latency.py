@@ -110,26 +110,21 @@ def measure_latency(
         warmup: Untimed calls per model before timing (>= 0).
         rounds: Timed rounds (>= 3); each round calls every model once. At least ``min_rounds`` run.
         min_rounds: The fewest rounds that run whatever ``rounds`` says (default :data:`MIN_ROUNDS`; >= 3).
-        threads: torch intra-op threads during the measurement (restored afterwards); None keeps the
-            current count (still recorded). ONNX Runtime sessions use their own setting
-            (:func:`modprune.evaluate.onnx_export.ort_session`).
+        threads: torch intra-op threads while timing (restored afterwards; None keeps the current count,
+            still recorded). ONNX Runtime sessions use their own (``onnx_export.ort_session``).
         baseline: Model the ratios are taken against (default: the first).
         inputs: Optional per-model inputs overriding ``example_input`` (e.g. a numpy dict for ONNX).
         timer: Clock returning seconds (injectable for tests; CPU runs only).
-        resamples: Bootstrap resamples for the confidence intervals (>= 100).
-        seed: Seed of the bootstrap.
+        resamples, seed: Bootstrap resamples for the confidence intervals (>= 100), and its seed.
         check_machine: Run the busy-machine detector (:mod:`modprune.measure.machine`); when it fires,
             every ratio is marked ``reliable: False`` and :func:`verdict` says so.
 
     Returns:
-        ``{"threads", "warmup", "rounds", "rounds_requested", "baseline", "order": "rotating", "device",
-        "ci_level", "machine": {"busy", "reasons", ...} or None, "reliable",
-        "models": {name: {"median_ms", "mean_ms", "min_ms", "max_ms", "p10_ms", "p90_ms", "q25_ms",
-        "q75_ms", "ci_low_ms", "ci_high_ms", "fps", "samples_ms"}},
-        "ratios": {name: {"median", "mean", "min", "max", "p10", "p90", "q25", "q75", "ci_low", "ci_high",
-        "reliable", "samples"}}}`` where each ratio is ``t_name / t_baseline`` per round (below 1 = faster
-        than the baseline), ``ci_low``..``ci_high`` the 95% bootstrap interval of its median; the
-        baseline itself has no ratio entry.
+        ``{"threads", "warmup", "rounds", "rounds_requested", "baseline", "order", "device", "ci_level",
+        "machine", "reliable", "models": {name: {"median_ms", ..., "ci_low_ms", "ci_high_ms", "fps",
+        "samples_ms"}}, "ratios": {name: {"median", ..., "ci_low", "ci_high", "reliable", "samples"}}}``;
+        a ratio is ``t_name / t_baseline`` per round (below 1 = faster), its CI the 95% bootstrap interval
+        of the median; the baseline has no ratio entry.
     """
     _check_args(models, warmup, rounds, threads, baseline)
     _check_bootstrap(min_rounds, resamples)
@@ -137,18 +132,9 @@ def measure_latency(
     base = baseline or names[0]
     n_threads = threads or torch.get_num_threads()
     n_rounds = max(rounds, min_rounds)
-    runners, restores = {}, []
-    for name in names:
-        run, restore = _runner(models[name], (inputs or {}).get(name, example_input))
-        runners[name] = run
-        restores.append(restore)
     cuda = isinstance(example_input, torch.Tensor) and example_input.is_cuda
     probe = MachineProbe(n_threads, cpu_bound=not cuda) if check_machine else None
-    try:
-        times = _timed_rounds(runners, warmup, n_rounds, n_threads, _clock(cuda, timer), probe)
-    finally:
-        for restore in restores:
-            restore()
+    times = _time_models(models, example_input, inputs, (warmup, n_rounds, n_threads), _clock(cuda, timer), probe)
     summary = _summarise(times, base, resamples, seed)
     check = probe.check(_rel_spread(summary["models"])) if probe is not None else None
     reliable = check is None or not check.busy
@@ -160,6 +146,28 @@ def measure_latency(
                               "reliable": reliable, **summary}
     _log_result(result, names)
     return result
+
+
+def _time_models(
+    models: Mapping[str, Any],
+    example_input: Any,
+    inputs: Mapping[str, Any] | None,
+    schedule: tuple[int, int, int],
+    clock: "Clock",
+    probe: MachineProbe | None,
+) -> Any:
+    """Run the interleaved rounds (``schedule`` = warmup, rounds, threads); models left as they were."""
+    runners, restores = {}, []
+    for name in models:
+        run, restore = _runner(models[name], (inputs or {}).get(name, example_input))
+        runners[name] = run
+        restores.append(restore)
+    warmup, n_rounds, n_threads = schedule
+    try:
+        return _timed_rounds(runners, warmup, n_rounds, n_threads, clock, probe)
+    finally:
+        for restore in restores:
+            restore()
 
 
 def _check_bootstrap(min_rounds: Any, resamples: Any) -> None:
