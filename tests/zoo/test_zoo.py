@@ -1,0 +1,76 @@
+"""The public model zoo: every architecture is pruned at -30 % MACs (or refused clearly).
+
+A case passes when the pruned model returns tensors of the same shapes, meets the target within
+tolerance and survives a save / load round trip with the same outputs; or when modprune refuses it
+with an :class:`~modprune.UnsupportedModelError` / :class:`~modprune.UnreachableTargetError` (a
+clear refusal). Any other exception fails the case.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+
+import pytest
+import torch
+
+import modprune
+from modprune import PruneConfig, UnreachableTargetError, UnsupportedModelError
+from modprune.measure.walk import call_model, tensors_of
+
+from .cases import CASES, Case
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(importlib.util.find_spec("timm") is None, reason="timm is not installed (dev extra)"),
+]
+
+#: Achieved MACs reduction must be this close to the target.
+TOLERANCE = 0.02
+
+
+def _shapes(out, task: str) -> list[tuple[int, ...]]:
+    """Returned tensor shapes; a detector's per-image detection count varies, its other dims may not."""
+    shapes = [tuple(t.shape) for t in tensors_of(out)]
+    return [s[1:] for s in shapes] if task == "detect" and isinstance(out, list) else shapes
+
+
+def prune_case(case: Case, tmp_path) -> str:
+    """``pruned`` or ``refused``; raises on anything else."""
+    torch.manual_seed(0)
+    model = case.build().eval()
+    x = case.inputs(case.size)
+    with torch.no_grad():
+        before = _shapes(call_model(model, x), case.task)
+    config = PruneConfig(method="structured", target=case.target, target_kind="macs", protect_modules=case.protect_modules)
+    try:
+        report = modprune.prune(model, config, x)
+    except (UnsupportedModelError, UnreachableTargetError) as exc:
+        assert str(exc) and exc.args  # a refusal says what and why
+        return "refused"
+    model.eval()
+    with torch.no_grad():
+        out = call_model(model, x)
+    assert _shapes(out, case.task) == before
+    assert report.achieved == pytest.approx(case.target, abs=TOLERANCE)
+    path = tmp_path / "model.pt"
+    modprune.save(model, path)
+    # torchvision detectors hold plain helper objects (BoxCoder, ...) the restricted loader refuses:
+    # loading them is the user's explicit opt-in.
+    loaded = modprune.load(path, trust_pickle=case.task == "detect" and case.id.startswith("torchvision")).eval()
+    with torch.no_grad():
+        again = call_model(loaded, x)
+    if case.task != "detect":
+        for a, b in zip(tensors_of(out), tensors_of(again)):
+            torch.testing.assert_close(a, b)
+    return "pruned"
+
+
+@pytest.mark.timeout(240)
+@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
+def test_zoo_case(case: Case, tmp_path) -> None:
+    assert prune_case(case, tmp_path) in ("pruned", "refused")
+
+
+def test_zoo_is_large_enough() -> None:
+    assert len(CASES) >= 30
+    assert {c.id.split("/")[0] for c in CASES} == {"timm", "torchvision", "ultralytics"}
