@@ -9,7 +9,7 @@ STAMP := $(VENV)/.modprune-installed
 DEPS := pyproject.toml plugins/tokenc3-lsnet/pyproject.toml Makefile
 PYTEST_ARGS ?=
 
-.PHONY: setup demo demo-quick test test-fast bench results clean
+.PHONY: setup demo demo-quick test test-fast test-zoo bench results clean
 
 setup: $(STAMP)
 
@@ -30,6 +30,10 @@ test: setup
 
 test-fast: setup
 	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
+
+# Every public architecture of tests/zoo (the default suite runs three of them): 20-40 min on 2 cores.
+test-zoo: setup
+	MODPRUNE_ZOO=1 $(PY) -m pytest tests/zoo $(PYTEST_ARGS)
 
 bench: setup
 	$(PY) -m pytest benchmarks --benchmark-only -p no:cacheprovider $(PYTEST_ARGS)
