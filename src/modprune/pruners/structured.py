@@ -246,6 +246,7 @@ class _Run:
             return [captured["out"], *fed] if fed else captured["out"]
 
         started = time.perf_counter()
+        log.info("tracing the dependency graph (%d root layers)", len(self.roots.base))
         with module_stack(self.model) as stack, tracing_mode(self.model):
             try:
                 pruner = GraphPruner(
@@ -329,17 +330,28 @@ class _Run:
                 break
             log.info("achieved %.4f of %s, target %.4f: correcting (%d)", achieved, self.kind, target, attempt + 1)
             current = self._step(steps, steps, target, current, check_final=False, label="correction")
-        achieved = 1 - current / self.start
+        self._check_final(1 - current / self.start, target)
+        return None
+
+    def _check_final(self, achieved: float, target: float) -> None:
+        """Note the result; outside the tolerance: raise with ``round_to`` (its units are the cause and
+        ``prune`` rolls the model back), warn otherwise."""
         self.notes.append(f"achieved {self.kind} reduction {achieved:.4f} (target {target:.4f})")
+        if abs(achieved - target) > TOLERANCE and self.round_to:
+            raise UnreachableTargetError(
+                f"{self.kind} target {target} is not reachable within {TOLERANCE:.0%} with round_to {self.round_to}: "
+                f"the closest reduction found is {achieved:.4f}; use that target, or a smaller round_to",
+                target,
+            )
         if abs(achieved - target) > TOLERANCE:
             log.warning("structured pruning reached %.4f of %s, target %.4f", achieved, self.kind, target)
             self.notes.append(
                 f"WARNING: {self.kind} reduction {achieved:.4f} is more than {TOLERANCE:.0%} away from the target"
             )
-        return None
 
     def _step(self, step: int, steps: int, goal: float, current: float, *, check_final: bool, label: str = "") -> float:
         """Prune one step so that ``goal`` of the starting metric is gone; returns the metric after."""
+        log.info("%s: planning %.4f of %s removed", label or f"step {step}/{steps}", goal, self.kind)
         if self.ctx.importance.needs_gradients:
             self.ctx.compute_gradients(self.model)
         started = time.perf_counter()
@@ -357,6 +369,7 @@ class _Run:
         scale = plan.scale
         self._note_fixes(sync_stored_sizes(self.model))
         self.model.zero_grad(set_to_none=True)
+        log.info("%s: pruned %d groups, measuring", label or f"step {step}/{steps}", groups)
         with module_stack(self.model) as stack:
             try:
                 after = self._measure()
@@ -403,6 +416,8 @@ class _Run:
             if scale not in values:
                 plans[scale] = self.pruner.plan(scale)
                 values[scale] = estimator.estimate(plans[scale]) / self.start
+                log.info("  search %d: scale %.5f -> estimated %.4f of %s removed (goal %.4f)", len(values), scale,
+                         1 - values[scale], self.kind, goal)
             return values[scale]
 
         hi = self.roots.max_scale(self.config.max_ratio)
