@@ -10,7 +10,8 @@ __all__ = ["EXAMPLES", "add_examples"]
 EXAMPLES: dict[str, tuple[str, ...]] = {
     "demo": ("modprune demo --quick", "modprune demo --list", "modprune demo --demo tokenc3-lsnet-n --epochs 20"),
     "prune": ("modprune prune best.pt --recipe structured-30 -o pruned.pt",
-              "modprune prune best.pt --recipe unstructured-50 --target 0.6 -o sparse.pt --report-json r.json"),
+              "modprune prune best.pt --recipe unstructured-50 --target 0.6 -o sparse.pt --report-json r.json",
+              "modprune prune best.pt --recipe structured-30 --dry-run"),
     "inspect": ("modprune inspect best.pt", "modprune inspect yolov8n.yaml"),
     "compare": ("modprune compare best.pt pruned.pt --imgsz 320",
                 "modprune compare best.pt pruned.pt --data data.yaml --json cmp.json --report report/"),

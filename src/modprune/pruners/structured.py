@@ -416,7 +416,7 @@ class _Run:
             if scale not in values:
                 plans[scale] = self.pruner.plan(scale)
                 values[scale] = estimator.estimate(plans[scale]) / self.start
-                log.info("  search %d: scale %.5f -> estimated %.4f of %s removed (goal %.4f)", len(values), scale,
+                log.debug("  search %d: scale %.5f -> estimated %.4f of %s removed (goal %.4f)", len(values), scale,
                          1 - values[scale], self.kind, goal)
             return values[scale]
 
