@@ -583,14 +583,7 @@ def finetune(
 
     with quiet_ultralytics(options.verbose), guarded_datasets():  # the dataset is an input: never unpickled or written
         trainer = PrunedModelTrainer(overrides=options.train_args(yaml_path), model=work)
-        if keep:
-            trainer.add_callback("on_pretrain_routine_end", MaskKeeper(keep))
-        installer = _distillation(teacher, options)
-        if installer is not None:
-            trainer.add_callback("on_pretrain_routine_end", installer)
-        trainer.add_callback("on_model_save", best)
-        if not sys.stdout.isatty():  # no progress bars then: one line per epoch instead
-            trainer.add_callback("on_fit_epoch_end", EpochLogger())
+        installer = _add_callbacks(trainer, keep, _distillation(teacher, options), best)
         try:
             trainer.train()
         finally:
@@ -599,6 +592,19 @@ def finetune(
     LOG.info("fine-tuned %d epochs (best epoch %s); run saved under %s", options.epochs,
              None if best.epoch is None else best.epoch + 1, trainer.save_dir)
     return work
+
+
+def _add_callbacks(trainer: Any, keep: Mapping[str, torch.Tensor], installer: DistillationInstaller | None,
+                   best: BestStateKeeper) -> DistillationInstaller | None:
+    """Masks held at zero, distillation, the best epoch's state and (no terminal) one line per epoch."""
+    if keep:
+        trainer.add_callback("on_pretrain_routine_end", MaskKeeper(keep))
+    if installer is not None:
+        trainer.add_callback("on_pretrain_routine_end", installer)
+    trainer.add_callback("on_model_save", best)
+    if not sys.stdout.isatty():  # no progress bars then: one line per epoch instead
+        trainer.add_callback("on_fit_epoch_end", EpochLogger())
+    return installer
 
 
 def _check_resume(options: FinetuneOptions, yaml_path: Path) -> None:
