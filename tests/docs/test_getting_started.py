@@ -4,7 +4,8 @@ must exist afterwards.
 
 Only sizes change (64 px, one epoch, a few images, a few timing rounds): the substitutions are listed
 in ``SMALLER`` and each must still match the page, so an edited page cannot slip past them.
-ultralytics runs offline with a private config dir (tests never download anything).
+ultralytics runs offline with a private config dir whose ``runs_dir`` is the test's folder (tests
+never download anything, and write nowhere else).
 """
 
 from __future__ import annotations
@@ -66,8 +67,12 @@ def test_getting_started_runs_as_written(tmp_path: Path) -> None:
     bin_dir = Path(sys.executable).parent
     env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}",
            "YOLO_CONFIG_DIR": str(tmp_path / "ultralytics-config"), "YOLO_OFFLINE": "1", "YOLO_AUTOINSTALL": "False"}
+    private = "from ultralytics.utils import SETTINGS; import sys; " \
+              "SETTINGS.update(runs_dir=sys.argv[1] + '/runs', datasets_dir=sys.argv[1], weights_dir=sys.argv[1] + '/weights')"
+    subprocess.run([sys.executable, "-c", private, str(tmp_path)], env=env, check=True, timeout=300)  # runs stay here
     done = subprocess.run(["bash", "page.sh"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=1200)
     assert done.returncode == 0, (done.stdout[-3000:], done.stderr[-5000:])
     missing = [name for name in WRITTEN if not (tmp_path / name).exists()]
     assert not missing, (missing, sorted(p.name for p in tmp_path.iterdir()))
+    assert (tmp_path / "runs").is_dir()  # the page's training runs landed under the (private) runs_dir
     assert "achieved 0.3" in done.stdout or "achieved 0.29" in done.stdout  # the structured-30 report

@@ -102,6 +102,10 @@ def test_compare_command_writes_json_and_report(tmp_path):
                   "--json", "out.json", "--report", "rep", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert "[latency]" in result.stderr  # progress lines
+    for line in ("[load 1/2] base.pt", "[load 2/2] sparse.pt", "[counts 1/2] base.pt", "[counts 2/2] sparse.pt"):
+        assert line in result.stderr, result.stderr
+    quiet = _cli("compare", "base.pt", "sparse.pt", "--imgsz", "32", "--rounds", "3", "--no-onnx", "-q", cwd=tmp_path)
+    assert quiet.returncode == 0 and "[latency]" not in quiet.stderr, quiet.stderr
     rows = json.loads((tmp_path / "out.json").read_text())["rows"]
     assert rows[1]["nonzero"] < rows[0]["nonzero"]
     assert (tmp_path / "rep" / "report.md").is_file()

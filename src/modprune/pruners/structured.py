@@ -76,7 +76,7 @@ TOLERANCE = 0.01
 #: The search stops when an estimate is this close to a step's goal.
 SEARCH_TOLERANCE = 0.001
 #: Extra corrective steps when the measured result falls short of the target.
-MAX_CORRECTIONS = 2
+MAX_CORRECTIONS = 3
 
 
 @dataclass(frozen=True)
@@ -160,6 +160,14 @@ class StructuredPruner(Pruner):
         if _structure(model) == structure:
             return ctx
         return dataclasses.replace(ctx, categories=ctx.classify(model))
+
+
+def _short_of(values: dict[float, float], goal: float, best: tuple[float, float]) -> tuple[float, float]:
+    """With rounding units, the trial closest to ``goal`` (fraction kept) that keeps more than it: a
+    shortfall is made up by the next correction (on the pruned model, with other units), an overshoot
+    never is. ``best`` when no trial falls short."""
+    short = [(s, v) for s, v in values.items() if v >= goal and s > 0]
+    return min(short, key=lambda item: item[1]) if short else best
 
 
 def custom_types(ctx: PruneContext) -> tuple[type, ...]:
@@ -424,7 +432,10 @@ class _Run:
         if check_final:
             self._check_reachable(1 - kept(hi))
         result = search_scale(kept, 1 - goal, hi, tolerance=SEARCH_TOLERANCE)
-        return plans[result.scale], len(values), result.estimate * self.start
+        scale, estimate = result.scale, result.estimate
+        if self.round_to and abs(estimate - (1 - goal)) > SEARCH_TOLERANCE:
+            scale, estimate = _short_of(values, 1 - goal, (scale, estimate))
+        return plans[scale], len(values), estimate * self.start
 
     def _check_reachable(self, most: float) -> None:
         """Raise when removing everything prunable cannot reach the final target."""
