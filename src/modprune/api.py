@@ -186,10 +186,14 @@ def _prune(model: nn.Module, config: PruneConfig, pm: ModpruneManager, **inputs:
     """Plan, apply and report one prune of ``model`` (modified in place)."""
     example_inputs = inputs["example_inputs"]
     pruner = pm.strategies.pruners.get(config.method)
+    log.info("preparing: classifying %s's layers for %s pruning", type(model).__name__, config.method)
     categories = categorize(model, pm)
     ctx = _context(config, pm, categories, **inputs)
+    log.info("planning: %s target %.3f of %s", config.method, config.target, config.target_kind)
     plan = pruner.plan(model, config, ctx)  # e.g. an unreachable target: raise before anything changes
     pruner_counts = example_inputs is not None and pruner.counts_macs(config)
+    if example_inputs is not None and not pruner_counts:
+        log.info("measuring MACs before pruning")
     macs_before = None if pruner_counts else _macs(model, example_inputs)
     shapes_before = _shapes(model)
     table_before = category_table(model, categories)
@@ -199,6 +203,7 @@ def _prune(model: nn.Module, config: PruneConfig, pm: ModpruneManager, **inputs:
     if not isinstance(outcome, PruneOutcome):
         raise ModpruneError(f"pruner {config.method!r} returned {outcome!r} from apply(), not a PruneOutcome", pruner)
     table_after = category_table(model, outcome.categories or categories)
+    log.info("measuring the pruned model")
     macs_before, macs_after = _macs_after(model, example_inputs, macs_before, shapes_before, outcome)
     report = _report(config, table_before, table_after, macs_before, macs_after, outcome, seconds)
     log.info("pruned: %s %.4f of %s (target %.4f)", config.method, report.achieved, config.target_kind, config.target)

@@ -20,15 +20,24 @@ __all__ = ["CategoryRow", "PruneReport", "category_table"]
 
 @dataclass
 class CategoryRow:
-    """Parameter counts of one category before and after pruning."""
+    """Parameter counts of one category before and after pruning.
+
+    ``weight`` is the category's relative pruning weight (``PruneConfig.ratio_for``: the categories'
+    ratios are scaled together until the target is reached), not a fraction removed.
+    """
 
     category: str
     params_before: int
     params_after: int
     nonzero_before: int
     nonzero_after: int
-    requested_ratio: float
+    weight: float
     protected: bool
+
+    @property
+    def requested_ratio(self) -> float:
+        """Former name of :attr:`weight` (kept for readers of old code; the JSON carries both keys)."""
+        return self.weight
 
     @property
     def removed_fraction(self) -> float:
@@ -88,6 +97,7 @@ class PruneReport:
         data["nonzero_reduction"] = 1 - self.nonzero_after / self.nonzero_before if self.nonzero_before else 0.0
         for row, obj in zip(data["categories"], self.categories):
             row["removed_fraction"] = obj.removed_fraction
+            row["requested_ratio"] = obj.weight  # the former key of "weight", for existing consumers
         return data
 
     def digest(self) -> str:
@@ -109,11 +119,11 @@ class PruneReport:
             lines.append(f"MACs {self.macs_before / 1e9:.3f} G -> {self.macs_after / 1e9:.3f} G ({self.mac_counter})")
         lines += [
             "",
-            "| category | params before | params after | nonzero after | removed | requested ratio |",
+            "| category | params before | params after | nonzero after | removed | weight (relative) |",
             "|---|---:|---:|---:|---:|---:|",
         ]
         for r in self.categories:
-            ratio = "protected" if r.protected else f"{r.requested_ratio:.3f}"
+            ratio = "protected" if r.protected else f"{r.weight:.3f}"
             lines.append(
                 f"| {r.category} | {r.params_before:,} | {r.params_after:,} | {r.nonzero_after:,} | "
                 f"{100 * r.removed_fraction:.2f}% | {ratio} |"

@@ -121,7 +121,7 @@ def save(
                     f"the model cannot be saved: {type(exc).__name__}: {_first_line(exc)}", model
                 ) from exc
         write_manifest(tmp)  # the nn.Module classes the pickle needs, read first by load()
-    log.info("saved %s", path)
+    log.debug("saved %s", path)  # often a staging path: not for the default output
     return path
 
 

@@ -122,3 +122,21 @@ def test_package_metadata_has_no_upper_cap_on_torch() -> None:
     assert any(d.startswith("pillow") for d in extras["data"]) and any(d.startswith("matplotlib")
                                                                        for d in extras["plots"])
     assert any(d.startswith("safetensors") for d in meta["dependencies"])
+
+
+def test_every_builtin_command_help_has_examples() -> None:
+    import argparse
+
+    from modprune.cli.main import COMMANDS, build_parser
+
+    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    for name in COMMANDS:
+        assert "examples:\n  modprune " + name in sub.choices[name].format_help(), name
+
+
+def test_debug_and_quiet_accepted_after_the_subcommand() -> None:
+    from modprune.cli.main import build_parser
+
+    args = build_parser().parse_args(["inspect", "m.pt", "--debug", "-q"])
+    assert args.debug and args.quiet
+    assert not build_parser().parse_args(["inspect", "m.pt"]).debug

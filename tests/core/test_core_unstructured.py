@@ -61,6 +61,8 @@ def test_achieved_equals_target(target: float, scope: str, steps: int, cnn: nn.M
     assert data["target"] == target and data["achieved"] == report.achieved
     assert data["params_before"] == data["params_after"] == sum(p.numel() for p in cnn.parameters())
     assert {r["category"] for r in data["categories"]} >= {"conv", "linear", "norm"}
+    assert all(r["weight"] == r["requested_ratio"] == 1.0 for r in data["categories"])  # old key still read
+    assert "| weight (relative) |" in report.to_markdown() and "requested ratio" not in report.to_markdown()
     assert not has_masks(cnn)  # permanent by default
 
 
@@ -123,7 +125,7 @@ def test_protected_categories_are_bit_identical(scope: str, cnn: nn.Module) -> N
         assert torch.equal(before[key], after[key]), key  # protected, norms and biases untouched
     rows = {r.category: r for r in report.categories}
     assert rows["linear"].protected and rows["linear"].removed_fraction == 0
-    assert rows["linear"].requested_ratio == 0
+    assert rows["linear"].weight == 0 == rows["linear"].requested_ratio
 
 
 @pytest.mark.parametrize("steps", [1, 4])

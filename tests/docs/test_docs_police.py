@@ -92,7 +92,8 @@ def _commands(parser: argparse.ArgumentParser, path: tuple[str, ...] = ()) -> di
         if isinstance(action, argparse._SubParsersAction):
             for name, sub in action.choices.items():
                 key = " ".join(path + (name,))
-                found[key] = [o for a in sub._actions for o in a.option_strings if o.startswith("--") and o != "--help"]
+                found[key] = [o for a in sub._actions for o in a.option_strings
+                              if o.startswith("--") and o not in ("--help", "--debug", "--quiet")]  # global ones: own test
                 found.update(_commands(sub, path + (name,)))
     return found
 

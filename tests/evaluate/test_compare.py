@@ -60,8 +60,9 @@ def test_report_directory_has_markdown_json_and_plots(tmp_path):
     assert md.read_text().startswith("# modprune comparison")
     data = json.loads((tmp_path / "rep" / "report.json").read_text())
     assert [r["name"] for r in data["rows"]] == ["base", "sparse"]
-    for png in ("sparsity_by_category.png", "accuracy_vs_macs.png"):
+    for png in ("sparsity_by_category.png", "accuracy_vs_macs.png", "latency.png"):
         assert (tmp_path / "rep" / png).read_bytes()[:4] == b"\x89PNG"
+        assert f"]({png})" in md.read_text()
     assert "no measurable change" in md.read_text() or "by" in md.read_text() or BUSY_LABEL in md.read_text()
 
 
@@ -101,6 +102,10 @@ def test_compare_command_writes_json_and_report(tmp_path):
                   "--json", "out.json", "--report", "rep", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert "[latency]" in result.stderr  # progress lines
+    for line in ("[load 1/2] base.pt", "[load 2/2] sparse.pt", "[counts 1/2] base.pt", "[counts 2/2] sparse.pt"):
+        assert line in result.stderr, result.stderr
+    quiet = _cli("compare", "base.pt", "sparse.pt", "--imgsz", "32", "--rounds", "3", "--no-onnx", "-q", cwd=tmp_path)
+    assert quiet.returncode == 0 and "[latency]" not in quiet.stderr, quiet.stderr
     rows = json.loads((tmp_path / "out.json").read_text())["rows"]
     assert rows[1]["nonzero"] < rows[0]["nonzero"]
     assert (tmp_path / "rep" / "report.md").is_file()
@@ -127,3 +132,64 @@ def test_compare_checks_the_class_count_before_latency(tmp_path, tiny_data, offl
     assert result.returncode == 2
     assert "predicts 80 classes" in result.stderr and "has 1" in result.stderr
     assert "[latency]" not in result.stderr
+
+
+def _numbers(data, path=""):
+    """(key path, number) of every numeric leaf of a JSON document."""
+    if isinstance(data, bool) or data is None or isinstance(data, str):
+        return []
+    if isinstance(data, (int, float)):
+        return [(path, data)]
+    if isinstance(data, dict):
+        return [n for k, v in data.items() for n in _numbers(v, f"{path}.{k}")]
+    return [n for i, v in enumerate(data) for n in _numbers(v, f"{path}[{i}]")]
+
+
+def test_markdown_report_has_every_figure_of_the_json(tmp_path):
+    """Issue 14, item 8: nothing the JSON records is missing from what people read (file sizes included)."""
+    models = _pair()
+    result = compare_models(models, options=CompareOptions(imgsz=32, rounds=3, warmup=0, onnx=False))
+    cats = {n: category_table(m, modprune.categorize(m)) for n, m in models.items()}
+    text = write_report(result, tmp_path / "rep", categories=cats).read_text()
+    numbers = _numbers(json.loads((tmp_path / "rep" / "report.json").read_text()))
+    assert len(numbers) > 30 and any(p.endswith("dense_fp16_bytes") for p, _ in numbers)
+    rows = {line.split("|")[2].strip() for line in text.splitlines() if line.startswith("| `")}
+    missing = [(p, v) for p, v in numbers if (str(v) if isinstance(v, int) else f"{v:.6g}") not in rows]
+    assert not missing, missing
+    header = text.splitlines()[2]
+    assert "dense fp16 MB" in header and "file MB" in header and "sparse fp16 MB" in header
+    assert "input 1x3x32x32" in text
+
+
+def test_plots_name_the_input_size_and_keep_legends_outside(tmp_path):
+    matplotlib = pytest.importorskip("matplotlib")
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt
+
+    from modprune.evaluate import plots
+
+    rows = [{"name": n, "macs": 1e9, "mAP50": 0.5, "torch_median_ms": 10.0, "torch_p10_ms": 9.0, "torch_p90_ms": 12.0}
+            for n in ("base", "pruned-a", "pruned-b")]  # equal points: their labels must not overlap
+    captured = []
+    real_save = plots._save
+    plots._save = lambda plt_, fig, path: (captured.append((fig, path.name)), real_save(plt_, fig, path))[1]
+    try:
+        written = plots.write_plots({"rows": rows, "options": {"batch": 1, "imgsz": 320, "threads": 1}},
+                                    {"base": {"conv": (10, 10)}, "pruned-a": {"conv": (10, 5)}}, tmp_path)
+    finally:
+        plots._save = real_save
+    assert sorted(p.name for p in written) == ["accuracy_vs_macs.png", "latency.png", "sparsity_by_category.png"]
+    assert all(p.read_bytes()[:4] == b"\x89PNG" for p in written)
+    figs = dict((name, fig) for fig, name in captured)
+    lat, acc = figs["latency.png"].axes[0], figs["accuracy_vs_macs.png"].axes[0]
+    assert "1x3x320x320" in lat.get_ylabel() and "1x3x320x320" in acc.get_xlabel()
+    figs["latency.png"].canvas.draw()
+    legend, axes = lat.get_legend().get_window_extent(), lat.get_window_extent()
+    assert legend.x0 >= axes.x1  # outside the axes: covers no bar
+    fig = figs["accuracy_vs_macs.png"]
+    fig.canvas.draw()
+    from matplotlib.text import Text
+
+    boxes = [Text.get_window_extent(t) for t in acc.texts]  # the label itself, not its connecting line
+    assert len(boxes) == 3 and not any(a.overlaps(b) for i, a in enumerate(boxes) for b in boxes[i + 1:])
+    plt.close("all")

@@ -7,6 +7,7 @@ Uses yolov8n built from ultralytics' bundled yaml (no weight download) and the t
 from __future__ import annotations
 
 import copy
+import logging
 import csv
 import json
 import os
@@ -184,9 +185,27 @@ def finetuned(offline_ultralytics: Path, tiny_data: Path, tmp_path_factory: pyte
     _disguise_yaml(model)
     original = copy.deepcopy(model.state_dict())
     project = tmp_path_factory.mktemp("ft")
-    out = finetune(model, tiny_data, FinetuneOptions(epochs=2, imgsz=64, batch=4, project_dir=project,
-                                                     overrides=STEP_EVERY_BATCH))
-    return {"model": model, "out": out, "zeroed": zeroed, "original": original, "project": project}
+    lines: list[str] = []
+    handler = logging.Handler(logging.INFO)
+    handler.emit = lambda record: lines.append(record.getMessage())  # type: ignore[method-assign]
+    trainer_log = logging.getLogger("modprune.integrations.ultralytics.trainer")
+    trainer_log.addHandler(handler)
+    level = trainer_log.level
+    trainer_log.setLevel(logging.INFO)
+    try:  # pytest captures stdout: not a terminal, so one line per epoch is logged
+        out = finetune(model, tiny_data, FinetuneOptions(epochs=2, imgsz=64, batch=4, project_dir=project,
+                                                         overrides=STEP_EVERY_BATCH))
+    finally:
+        trainer_log.removeHandler(handler)
+        trainer_log.setLevel(level)
+    return {"model": model, "out": out, "zeroed": zeroed, "original": original, "project": project, "log": lines}
+
+
+def test_finetune_logs_one_line_per_epoch_without_a_terminal(finetuned: dict) -> None:
+    epochs = [line for line in finetuned["log"] if line.startswith(("epoch ", "final validation"))]
+    assert [line.split(",")[0] for line in epochs][:2] == ["epoch 1/2", "epoch 2/2"], finetuned["log"]
+    assert all(line.startswith("final validation (best weights)") for line in epochs[2:]), epochs
+    assert all("box_loss" in line and "fitness" in line and "mAP50" in line for line in epochs), epochs
 
 
 def test_finetune_keeps_architecture(finetuned: dict) -> None:

@@ -16,6 +16,7 @@ import re
 import sys
 from typing import Sequence
 
+from modprune.cli.examples import add_examples
 from modprune.cli.plugin_commands import add_plugin_commands, remove_subparser
 from modprune.exceptions import ModpruneError
 from modprune.optional import EXTRAS, missing_dependency_error
@@ -47,21 +48,27 @@ def build_parser(pm: ModpruneManager | None = None) -> argparse.ArgumentParser:
             importlib.import_module(f"modprune.cli.commands.{name}").add_parser(sub)
         except Exception as exc:  # one broken command must not take the others down
             _add_broken(sub, name, exc)
+    for name, child in sub.choices.items():
+        add_examples(child, name)
+        _add_global_args(child, suppress=True)  # `modprune prune ... --debug` works too
     add_plugin_commands(sub, resolve(pm))
     return parser
 
 
-def _add_global_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
-    parser.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors")
+def _add_global_args(parser: argparse.ArgumentParser, *, suppress: bool = False) -> None:
+    """``--debug`` and ``-q``; on a subcommand (``suppress``) they default to the global option's value."""
+    default = {"default": argparse.SUPPRESS} if suppress else {}
+    parser.add_argument("--debug", action="store_true", help="show tracebacks and debug logs", **default)
+    parser.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors", **default)
 
 
 def _configure_logging(argv: Sequence[str]) -> None:
-    """Set up logging from the global options before anything (plugin loading included) logs."""
-    leading = list(itertools.takewhile(lambda a: a.startswith("-"), argv))
-    pre = argparse.ArgumentParser(add_help=False)
-    _add_global_args(pre)
-    args, _ = pre.parse_known_args(leading)
+    """Set up logging from the global options (before or after the command) before anything logs.
+
+    INFO progress lines go to stderr by default; ``-q`` keeps warnings and errors, ``--debug`` adds
+    debug lines (temporary paths and the like)."""
+    options = list(itertools.takewhile(lambda a: a != "--", argv))
+    args = argparse.Namespace(debug="--debug" in options, quiet="-q" in options or "--quiet" in options)
     level = logging.DEBUG if args.debug else logging.WARNING if args.quiet else logging.INFO
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
 

@@ -9,10 +9,11 @@ import os
 from pathlib import Path
 from typing import Any, Mapping
 
+from modprune.evaluate.plots import write_plots
 from modprune.measure.machine import BUSY_LABEL
 from modprune.serialization import atomic_path
 
-__all__ = ["comparison_table", "write_report"]
+__all__ = ["comparison_table", "figures", "format_figure", "write_report"]
 
 log = logging.getLogger(__name__)
 
@@ -35,17 +36,45 @@ def _fmt_float(value: Any, digits: int = 4) -> str:
     return "-" if value is None else f"{value:.{digits}f}"
 
 
+def _fmt_mb(value: Any) -> str:
+    return "-" if value is None else f"{value / 1e6:.2f}"
+
+
+def figures(data: Any, prefix: str = "") -> list[tuple[str, float]]:
+    """Every number in ``data`` (nested dicts and lists; booleans are not numbers) with its key path:
+    ``rows[1].torch_median_ms``, ``options.imgsz``; rows are named by their ``name``."""
+    if isinstance(data, bool) or data is None:
+        return []
+    if isinstance(data, (int, float)):
+        return [(prefix, data)]
+    if isinstance(data, Mapping):
+        return [f for k, v in data.items() for f in figures(v, f"{prefix}.{k}" if prefix else str(k))]
+    if isinstance(data, (list, tuple)):
+        out = []
+        for i, v in enumerate(data):
+            label = v.get("name") if isinstance(v, Mapping) and v.get("name") else i
+            out += figures(v, f"{prefix}[{label}]")
+        return out
+    return []
+
+
+def format_figure(value: float) -> str:
+    """How :func:`write_report` prints a figure: integers in full, floats to 6 significant digits."""
+    return str(value) if isinstance(value, int) else f"{value:.6g}"
+
+
 def comparison_table(result: Mapping[str, Any], *, markdown: bool = True) -> str:
     """One row per model. Latency is ``median [p10-p90] ms``; change columns come from the
     per-round A/B ratio and say "no measurable change" when its spread includes 1."""
     headers = ["model", "params", "nonzero", "GMACs", "torch ms", "torch vs base", "ORT ms", "ORT vs base",
-               "mAP50", "mAP50-95", "sparse fp16 MB"]
+               "mAP50", "mAP50-95", "file MB", "dense fp16 MB", "sparse fp16 MB"]
     lines = []
     for r in result["rows"]:
         lines.append([
             r["name"], f"{r['params']:,}", f"{r['nonzero']:,}", f"{r['macs'] / 1e9:.3f}",
             _fmt_ms(r, "torch"), _fmt_change(r, "torch"), _fmt_ms(r, "ort"), _fmt_change(r, "ort") if "ort_median_ms" in r else "-",
-            _fmt_float(r.get("mAP50")), _fmt_float(r.get("mAP50-95")), f"{r['sparse_fp16_bytes'] / 1e6:.2f}",
+            _fmt_float(r.get("mAP50")), _fmt_float(r.get("mAP50-95")), _fmt_mb(r.get("file_bytes")),
+            _fmt_mb(r.get("dense_fp16_bytes")), _fmt_mb(r.get("sparse_fp16_bytes")),
         ])
     if markdown:
         out = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
@@ -85,6 +114,10 @@ def write_report(
 ) -> Path:
     """Write ``report.md``, ``report.json`` and PNG plots into ``out_dir``; return the Markdown path.
 
+    The Markdown has the table, the context, the plots (latency with its spread, accuracy vs MACs,
+    parameters removed per category; see :mod:`modprune.evaluate.plots`) and, last, every number of
+    the JSON by its key (:func:`figures`).
+
     :param categories: per model, ``{category: (params, nonzero)}`` for the sparsity plot.
     """
     out = Path(out_dir)
@@ -94,66 +127,11 @@ def write_report(
         data["categories"] = {m: {c: list(v) for c, v in cats.items()} for m, cats in categories.items()}
     with atomic_path(out / "report.json") as tmp:
         tmp.write_text(json.dumps(data, indent=2, default=str))
-    plots = _plots(result, categories or {}, out)
+    plots = write_plots(result, categories or {}, out)
     md = [f"# {title}", "", comparison_table(result), "", _context(result), ""]
     md += [f"![{p.stem}]({p.name})" for p in plots]
+    md += ["", "## All figures", "", "Every number in report.json, by its key.", "", "| key | value |", "|---|---:|"]
+    md += [f"| `{key}` | {format_figure(value)} |" for key, value in figures(data)]
     with atomic_path(out / "report.md") as tmp:
         tmp.write_text("\n".join(md) + "\n")
     return out / "report.md"
-
-
-def _plots(result: Mapping[str, Any], categories: Mapping[str, Mapping[str, tuple[int, int]]], out: Path) -> list[Path]:
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:  # plots are optional
-        log.warning("matplotlib is not installed: report written without plots")
-        return []
-    paths = []
-    if categories:
-        paths.append(_sparsity_plot(plt, categories, out / "sparsity_by_category.png"))
-    rows = [r for r in result["rows"] if r.get("mAP50") is not None]
-    if rows:
-        paths.append(_accuracy_plot(plt, rows, out / "accuracy_vs_macs.png"))
-    return paths
-
-
-def _sparsity_plot(plt: Any, categories: Mapping[str, Mapping[str, tuple[int, int]]], path: Path) -> Path:
-    names = list(categories)
-    cats = sorted({c for m in categories.values() for c in m})
-    base = categories[names[0]]
-    fig, ax = plt.subplots(figsize=(max(6, len(cats) * 0.9), 4))
-    width = 0.8 / max(1, len(names))
-    for i, name in enumerate(names):
-        removed = []
-        for c in cats:
-            p0, nz0 = base.get(c, (0, 0))
-            _, nz = categories[name].get(c, (0, 0))
-            removed.append(100 * (1 - nz / nz0) if nz0 else 0.0)
-        ax.bar([k + i * width for k in range(len(cats))], removed, width, label=name)
-    ax.set_xticks([k + width * (len(names) - 1) / 2 for k in range(len(cats))])
-    ax.set_xticklabels(cats, rotation=30, ha="right")
-    ax.set_ylabel("nonzero parameters removed vs base (%)")
-    ax.set_title("Pruning by module category")
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
-
-
-def _accuracy_plot(plt: Any, rows: list[Mapping[str, Any]], path: Path) -> Path:
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for r in rows:
-        ax.scatter(r["macs"] / 1e9, r["mAP50"], s=40)
-        ax.annotate(r["name"], (r["macs"] / 1e9, r["mAP50"]), textcoords="offset points", xytext=(5, 5))
-    ax.set_xlabel("GMACs")
-    ax.set_ylabel("mAP50")
-    ax.set_title("Accuracy vs MACs")
-    ax.grid(True, alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path

@@ -76,7 +76,7 @@ TOLERANCE = 0.01
 #: The search stops when an estimate is this close to a step's goal.
 SEARCH_TOLERANCE = 0.001
 #: Extra corrective steps when the measured result falls short of the target.
-MAX_CORRECTIONS = 2
+MAX_CORRECTIONS = 3
 
 
 @dataclass(frozen=True)
@@ -160,6 +160,14 @@ class StructuredPruner(Pruner):
         if _structure(model) == structure:
             return ctx
         return dataclasses.replace(ctx, categories=ctx.classify(model))
+
+
+def _short_of(values: dict[float, float], goal: float, best: tuple[float, float]) -> tuple[float, float]:
+    """With rounding units, the trial closest to ``goal`` (fraction kept) that keeps more than it: a
+    shortfall is made up by the next correction (on the pruned model, with other units), an overshoot
+    never is. ``best`` when no trial falls short."""
+    short = [(s, v) for s, v in values.items() if v >= goal and s > 0]
+    return min(short, key=lambda item: item[1]) if short else best
 
 
 def custom_types(ctx: PruneContext) -> tuple[type, ...]:
@@ -246,6 +254,7 @@ class _Run:
             return [captured["out"], *fed] if fed else captured["out"]
 
         started = time.perf_counter()
+        log.info("tracing the dependency graph (%d root layers)", len(self.roots.base))
         with module_stack(self.model) as stack, tracing_mode(self.model):
             try:
                 pruner = GraphPruner(
@@ -329,17 +338,28 @@ class _Run:
                 break
             log.info("achieved %.4f of %s, target %.4f: correcting (%d)", achieved, self.kind, target, attempt + 1)
             current = self._step(steps, steps, target, current, check_final=False, label="correction")
-        achieved = 1 - current / self.start
+        self._check_final(1 - current / self.start, target)
+        return None
+
+    def _check_final(self, achieved: float, target: float) -> None:
+        """Note the result; outside the tolerance: raise with ``round_to`` (its units are the cause and
+        ``prune`` rolls the model back), warn otherwise."""
         self.notes.append(f"achieved {self.kind} reduction {achieved:.4f} (target {target:.4f})")
+        if abs(achieved - target) > TOLERANCE and self.round_to:
+            raise UnreachableTargetError(
+                f"{self.kind} target {target} is not reachable within {TOLERANCE:.0%} with round_to {self.round_to}: "
+                f"the closest reduction found is {achieved:.4f}; use that target, or a smaller round_to",
+                target,
+            )
         if abs(achieved - target) > TOLERANCE:
             log.warning("structured pruning reached %.4f of %s, target %.4f", achieved, self.kind, target)
             self.notes.append(
                 f"WARNING: {self.kind} reduction {achieved:.4f} is more than {TOLERANCE:.0%} away from the target"
             )
-        return None
 
     def _step(self, step: int, steps: int, goal: float, current: float, *, check_final: bool, label: str = "") -> float:
         """Prune one step so that ``goal`` of the starting metric is gone; returns the metric after."""
+        log.info("%s: planning %.4f of %s removed", label or f"step {step}/{steps}", goal, self.kind)
         if self.ctx.importance.needs_gradients:
             self.ctx.compute_gradients(self.model)
         started = time.perf_counter()
@@ -357,6 +377,7 @@ class _Run:
         scale = plan.scale
         self._note_fixes(sync_stored_sizes(self.model))
         self.model.zero_grad(set_to_none=True)
+        log.info("%s: pruned %d groups, measuring", label or f"step {step}/{steps}", groups)
         with module_stack(self.model) as stack:
             try:
                 after = self._measure()
@@ -403,13 +424,18 @@ class _Run:
             if scale not in values:
                 plans[scale] = self.pruner.plan(scale)
                 values[scale] = estimator.estimate(plans[scale]) / self.start
+                log.debug("  search %d: scale %.5f -> estimated %.4f of %s removed (goal %.4f)", len(values), scale,
+                         1 - values[scale], self.kind, goal)
             return values[scale]
 
         hi = self.roots.max_scale(self.config.max_ratio)
         if check_final:
             self._check_reachable(1 - kept(hi))
         result = search_scale(kept, 1 - goal, hi, tolerance=SEARCH_TOLERANCE)
-        return plans[result.scale], len(values), result.estimate * self.start
+        scale, estimate = result.scale, result.estimate
+        if self.round_to and abs(estimate - (1 - goal)) > SEARCH_TOLERANCE:
+            scale, estimate = _short_of(values, 1 - goal, (scale, estimate))
+        return plans[scale], len(values), estimate * self.start
 
     def _check_reachable(self, most: float) -> None:
         """Raise when removing everything prunable cannot reach the final target."""

@@ -14,7 +14,12 @@ ranking scopes, thresholds and ``round_to``) with these additions:
 * importance scores are computed once per group and step (a search reuses them), with exact ties
   broken deterministically so that ranking over several layers never removes a whole tied layer;
 * no layer loses every channel (nor more than ``max_ratio`` of them, nor drops below ``round_to``),
-  whatever the ranking scope: each group's best channels are kept out of reach of the ranking.
+  whatever the ranking scope: each group's best channels are kept out of reach of the ranking;
+* with ``round_to`` (layer scope), each layer's kept width is its unrounded width rounded to a
+  multiple of ``round_to`` with a per-layer dither (:meth:`GraphPruner.rounded_ratio`) instead of
+  torch-pruning's "any removal costs a whole unit": the result then moves one layer-unit at a time
+  as the scale grows, so a search can land near any target (without it the smallest step of
+  yolov8n with ``round_to=16`` removes 32 % of the MACs at once).
 
 :meth:`GraphPruner.plan` lists the groups a step at some scale would prune, without pruning (to
 estimate the result; the graph's index mappings and full groups are reused between plans of one
@@ -191,6 +196,10 @@ class GraphPruner(tp.pruner.BasePruner):
         self._spread = {
             scope[0]: 1 + _RATIO_SPREAD * ((i * _GOLDEN) % 1.0) for i, scope in enumerate(self._scopes) if len(scope) == 1
         }
+        #: Rounding dither in (0, 1) of each layer-scope root (``round_to`` only).
+        self._dither = {
+            scope[0]: ((i + 1) * _GOLDEN) % 1.0 for i, scope in enumerate(self._scopes) if len(scope) == 1 and round_to
+        }
         global_ranking = any(len(s) > 1 for s in scopes)
         ratio_dict: dict[Any, float] = {}
         for scope in scopes:
@@ -236,7 +245,28 @@ class GraphPruner(tp.pruner.BasePruner):
         """``min(max_ratio, scale * base_ratio)`` of ``module`` (the step schedule is modprune's)."""
         ratio = self.scale * self._base.get(module, 0.0) * self._spread.get(module, 1.0)
         ratio = min(self.max_pruning_ratio, ratio)
-        return min(ratio, self._ratio_cap.get(module, ratio))
+        ratio = min(ratio, self._ratio_cap.get(module, ratio))
+        return self.rounded_ratio(module, ratio) if module in self._dither else ratio
+
+    def rounded_ratio(self, module: nn.Module, ratio: float) -> float:
+        """The ratio that makes torch-pruning keep a multiple of ``round_to`` near ``(1 - ratio)`` of the
+        layer's channels: ``round_to * floor(kept / round_to + dither)`` (unbiased over layers; each
+        layer crosses to its next unit at its own scale), never below :meth:`keep_min`.
+
+        torch-pruning keeps ``int(n * (1 - r))`` channels, then rounds that down to a multiple of
+        ``round_to``; the returned ratio makes the first step land exactly on the chosen width.
+        """
+        try:
+            channels = int(self.DG.get_out_channels(module) or 0)
+        except (KeyError, AttributeError, TypeError):
+            return ratio
+        unit = int(self.round_to or 1)
+        if ratio <= 0 or channels < unit or module in self.out_channel_groups:
+            return ratio
+        kept = unit * math.floor(channels * (1 - ratio) / unit + self._dither[module])
+        floor = unit * math.ceil(self.keep_min(channels) / unit)
+        kept = min(channels, max(kept, floor))
+        return 0.0 if kept >= channels else (channels - kept - 0.5) / channels
 
     def _check_pruning_ratio(self, group: Any) -> bool:
         """Skip groups touching a frozen module or parameter, or splitting channels into positions

@@ -241,7 +241,7 @@ def search_scale(
         return result(hi, f_hi)
     side = 0
     for _ in range(max_trials - 1):
-        if hi - lo < 1e-6:
+        if hi - lo < 1e-6 + 1e-3 * hi:  # a jump (channels, rounding units): no scale in between helps
             break
         s = (lo * f_hi - hi * f_lo) / (f_hi - f_lo) if f_hi != f_lo else (lo + hi) / 2
         if not lo < s < hi or len(history) % 4 == 3:  # guard, and guaranteed progress on plateaus

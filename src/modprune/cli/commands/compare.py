@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
+import logging
 from pathlib import Path
+
+log = logging.getLogger("modprune.cli.compare")
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -53,11 +55,12 @@ def run(args: argparse.Namespace) -> int:
             raise OutputPathError(f"--json {args.json_out!r} is inside the --report directory; write it elsewhere",
                                   args.json_out)
     models, paths = {}, {}
-    for path in args.models:
+    for i, path in enumerate(args.models, 1):
         name = path if path not in models else f"{path}#{len(models)}"
+        log.info("[load %d/%d] %s", i, len(args.models), path)
         models[name] = load(path, trust_pickle=args.trust_pickle).float()
         paths[name] = path
-    result = compare_models(models, paths=paths, options=options, progress=lambda m: print(m, file=sys.stderr))
+    result = compare_models(models, paths=paths, options=options)  # progress: INFO lines (-q silences them)
     print(comparison_table(result, markdown=False))
     with staged_outputs() as stage:  # the JSON and the report directory land together or not at all
         if args.json_out:

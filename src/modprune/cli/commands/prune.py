@@ -26,7 +26,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         metavar="NAME",
         help="leave this module (qualified name or glob pattern, e.g. 'roi_heads.*') untouched; repeatable",
     )
-    p.add_argument("-o", "--output", required=True, help="where to write the pruned model")
+    p.add_argument("-o", "--output", help="where to write the pruned model (required unless --dry-run)")
+    p.add_argument("--dry-run", action="store_true",
+                   help="print the per-layer plan (widths and MACs before -> after) and write nothing")
     p.add_argument("--report-json", help="also write the prune report as JSON here")
     p.add_argument("--force", action="store_true", help="allow the output to replace an existing file")
     p.add_argument("--portable", action="store_true",
@@ -64,6 +66,10 @@ def run(args: argparse.Namespace) -> int:
         config = dataclasses.replace(config, target=args.target)
     if args.protect_module:
         config = dataclasses.replace(config, protect_modules=config.protect_modules + tuple(args.protect_module))
+    if args.dry_run:
+        return _dry_run(args, config)
+    if not args.output:
+        raise ConfigError("prune needs -o/--output (where to write the pruned model), or --dry-run", None)
     inputs = [args.model] + ([args.recipe] if os.path.exists(args.recipe) else [])
     inputs += [p for p in (args.data, args.calibrate) if p]
     out = check_output(args.output, inputs, force=args.force)
@@ -94,6 +100,19 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _dry_run(args: argparse.Namespace, config: object) -> int:
+    """``--dry-run``: the plan of a prune of an in-memory copy (``--steps`` as the pruner's schedule)."""
+    from modprune.cli.dry_run import dry_run
+
+    if args.data or args.checkpoint_dir or args.calibrate or args.portable:
+        raise ConfigError("--dry-run prints the plan only: drop --data, --checkpoint-dir, --calibrate and --portable",
+                          None)
+    if args.steps > 1:
+        config = dataclasses.replace(config, steps=args.steps)
+    print(dry_run(load_model(args), config, example_input(args.imgsz)))
+    return 0
+
+
 def _calibrate(args: argparse.Namespace, model: object) -> None:
     """``--calibrate DIR``: re-estimate BatchNorm statistics on the images in DIR."""
     if not args.calibrate:
@@ -114,6 +133,8 @@ def _equalize(model, imgsz: int) -> None:
     changed = equalize_split_widths(model, example_input(imgsz))
     if changed:
         print(f"--portable: equalised the halves of {len(changed)} blocks ({', '.join(changed)})")
+
+
 def _iterative(args: argparse.Namespace) -> bool:
     """Whether the iterative workflow runs (more than one step, fine-tuning or a checkpoint folder)."""
     from modprune.exceptions import ConfigError

@@ -40,6 +40,7 @@ import copy
 import logging
 import math
 import os
+import sys
 import types
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -56,6 +57,7 @@ from modprune.exceptions import ConfigError, ModelLoadError, ModpruneError, Unsu
 from modprune.integrations.ultralytics.validate import detect_head, quiet_ultralytics
 
 __all__ = [
+    "EpochLogger",
     "PrunedModelTrainer",
     "MaskKeeper",
     "DistillationInstaller",
@@ -406,6 +408,30 @@ class BestStateKeeper:
         self.epoch = int(trainer.epoch)
 
 
+class EpochLogger:
+    """``on_fit_epoch_end`` callback: one INFO line per epoch (epoch, training losses, fitness, mAP).
+
+    Added when standard output is not a terminal, where ultralytics shows no progress bars: a log
+    file then still says how training goes (otherwise minutes of silence per epoch).
+    """
+
+    def __call__(self, trainer: Any) -> None:
+        epoch, epochs = int(trainer.epoch) + 1, int(trainer.epochs)
+        # ultralytics calls this once more after the last epoch, for its validation of best.pt
+        parts = [f"epoch {epoch}/{epochs}" if epoch <= epochs else "final validation (best weights)"]
+        try:
+            losses = trainer.label_loss_items(trainer.tloss) if trainer.tloss is not None else {}
+        except Exception:  # noqa: BLE001  (a log line must never stop training)
+            losses = {}
+        parts += [f"{str(k).split('/')[-1]} {float(v):.4f}" for k, v in dict(losses).items()]
+        if trainer.fitness is not None:
+            parts.append(f"fitness {float(trainer.fitness):.4f}")
+        for key, value in (trainer.metrics or {}).items():
+            if str(key).startswith("metrics/mAP"):
+                parts.append(f"{str(key).split('/')[-1].replace('(B)', '')} {float(value):.4f}")
+        LOG.info("%s", ", ".join(parts))
+
+
 @dataclass(frozen=True)
 class FinetuneOptions:
     """How :func:`finetune` trains; validated at construction (:class:`~modprune.ConfigError`).
@@ -557,12 +583,7 @@ def finetune(
 
     with quiet_ultralytics(options.verbose), guarded_datasets():  # the dataset is an input: never unpickled or written
         trainer = PrunedModelTrainer(overrides=options.train_args(yaml_path), model=work)
-        if keep:
-            trainer.add_callback("on_pretrain_routine_end", MaskKeeper(keep))
-        installer = _distillation(teacher, options)
-        if installer is not None:
-            trainer.add_callback("on_pretrain_routine_end", installer)
-        trainer.add_callback("on_model_save", best)
+        installer = _add_callbacks(trainer, keep, _distillation(teacher, options), best)
         try:
             trainer.train()
         finally:
@@ -571,6 +592,19 @@ def finetune(
     LOG.info("fine-tuned %d epochs (best epoch %s); run saved under %s", options.epochs,
              None if best.epoch is None else best.epoch + 1, trainer.save_dir)
     return work
+
+
+def _add_callbacks(trainer: Any, keep: Mapping[str, torch.Tensor], installer: DistillationInstaller | None,
+                   best: BestStateKeeper) -> DistillationInstaller | None:
+    """Masks held at zero, distillation, the best epoch's state and (no terminal) one line per epoch."""
+    if keep:
+        trainer.add_callback("on_pretrain_routine_end", MaskKeeper(keep))
+    if installer is not None:
+        trainer.add_callback("on_pretrain_routine_end", installer)
+    trainer.add_callback("on_model_save", best)
+    if not sys.stdout.isatty():  # no progress bars then: one line per epoch instead
+        trainer.add_callback("on_fit_epoch_end", EpochLogger())
+    return installer
 
 
 def _check_resume(options: FinetuneOptions, yaml_path: Path) -> None:
