@@ -16,7 +16,7 @@ setup: $(STAMP)
 $(STAMP): $(DEPS)
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PIP) install -q --disable-pip-version-check $(TORCH_SPEC)
-	$(PIP) install -q --disable-pip-version-check -e ".[ultralytics,data,plots,onnx,dev]" -e plugins/tokenc3-lsnet
+	$(PIP) install -q --disable-pip-version-check -e ".[ultralytics,data,plots,onnx,search,dev]" -e plugins/tokenc3-lsnet
 	touch $(STAMP)
 
 demo: setup
