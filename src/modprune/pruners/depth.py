@@ -193,7 +193,7 @@ class DepthPruner(Pruner):
         kind = config.target_kind or self.target_kinds[0]
         start = float(macs if kind == "macs" else count_params(model) if kind == "params" else len(blocks))
         most = choose_blocks(effects, kind, math.inf, options.max_blocks)[1]
-        if most < config.target * start * (1 - 1e-9):
+        if config.target > 0 and (not blocks or most < config.target * start * (1 - 1e-9)):
             raise UnreachableTargetError(
                 f"{kind} target {config.target} is unreachable by depth pruning: removing every allowed block "
                 f"({len(blocks)}) removes {most / start if start else 0:.4f}; "
