@@ -43,6 +43,7 @@ from modprune.pruners.depth_blocks import (
     BlockEffect,
     RemovableBlock,
     allowed_blocks,
+    eval_mode,
     measure_effects,
     remove_block,
     removable_blocks,
@@ -233,7 +234,8 @@ class DepthPruner(Pruner):
             gone |= _units_gone(plan, chosen)
             if ctx.on_step is not None:
                 ctx.on_step(step, config.steps, model)
-        after = count_macs(model, ctx.example_inputs)
+        with eval_mode(model):
+            after = count_macs(model, ctx.example_inputs)
         achieved = len(gone) / plan.start if kind == "blocks" and plan.start else None
         gone = {"macs": 1 - after / plan.macs if plan.macs else 0.0, "blocks": achieved}.get(kind)
         if gone is not None:

@@ -16,6 +16,7 @@ much the model's output changes and how many MACs go.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Iterator
@@ -31,7 +32,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from modprune.config import PruneConfig
     from modprune.detectors.classify import Categories
 
-__all__ = ["REMOVALS", "BlockEffect", "RemovableBlock", "allowed_blocks", "measure_effects", "remove_block",
+__all__ = ["REMOVALS", "BlockEffect", "RemovableBlock", "allowed_blocks", "eval_mode", "measure_effects", "remove_block",
            "removable_blocks", "swapped"]
 
 log = logging.getLogger(__name__)
@@ -226,13 +227,11 @@ def measure_effects(model: nn.Module, blocks: list[RemovableBlock], inputs: Any)
 
     One forward under ``FlopCounterMode`` gives the MACs of the model and of each block (what its removal saves:
     the replacement costs none), then one plain forward per block gives the output change. The model runs in
-    eval mode (its mode is restored); it is unchanged afterwards.
+    eval mode (every module's mode is restored); it is unchanged afterwards.
 
     :raises ModpruneError: the model's forward fails on ``inputs`` with every block in place.
     """
-    was_training = model.training
-    model.eval()
-    try:
+    with eval_mode(model):
         try:
             base, macs, per_module = _counted_forward(model, inputs)
         except Exception as exc:  # the model's own forward can fail in any way on bad inputs
@@ -240,9 +239,20 @@ def measure_effects(model: nn.Module, blocks: list[RemovableBlock], inputs: Any)
                                 f"{type(exc).__name__}: {exc}", model) from exc
         effects = [BlockEffect(b, _removal_change(model, b, inputs, base), per_module.get(b.name, 0),
                                _params(b.module)) for b in blocks]
-    finally:
-        model.train(was_training)
     return effects, macs
+
+
+@contextlib.contextmanager
+def eval_mode(model: nn.Module) -> Iterator[None]:
+    """Every module in eval mode inside the ``with``; afterwards each module's own flag as it was (a model
+    mixing modes keeps its mix, which ``model.train(was_training)`` would not)."""
+    flags = [(m, m.training) for m in model.modules()]
+    model.eval()
+    try:
+        yield
+    finally:
+        for module, flag in flags:
+            module.training = flag
 
 
 def _removal_change(model: nn.Module, block: RemovableBlock, inputs: Any, base: list[torch.Tensor]) -> float:

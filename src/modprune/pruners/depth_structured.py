@@ -24,6 +24,7 @@ from modprune.importance.base import CHANNELS
 from modprune.measure import count_macs, count_params
 from modprune.pruners.base import PruneContext, PruneOutcome, PrunePlan, Pruner
 from modprune.pruners.depth import DepthOptions, DepthPruner, depth_config
+from modprune.pruners.depth_blocks import eval_mode
 from modprune.pruners.structured import StructuredOptions, StructuredPruner
 
 __all__ = ["DepthStructuredOptions", "DepthStructuredPlan", "DepthStructuredPruner"]
@@ -116,7 +117,10 @@ class DepthStructuredPruner(Pruner):
 
     @staticmethod
     def _metric(model: nn.Module, kind: str, ctx: PruneContext) -> float:
-        return float(count_macs(model, ctx.example_inputs) if kind == "macs" else count_params(model))
+        if kind != "macs":
+            return float(count_params(model))
+        with eval_mode(model):
+            return float(count_macs(model, ctx.example_inputs))
 
     @staticmethod
     def _structured_config(config: PruneConfig, options: DepthStructuredOptions, target: float) -> PruneConfig:
