@@ -34,7 +34,7 @@ from modprune.fusion import fuse
 from modprune.hookspecs import hookimpl, hookspec
 from modprune.importance import Importance
 from modprune.plugins import ModpruneManager, get_plugin_manager
-from modprune.pruners import PruneContext, PruneOutcome, PrunePlan, Pruner
+from modprune.pruners import PruneContext, PruneOutcome, PrunePlan, Pruner, RemovableBlock
 from modprune.pruners.masks import make_permanent
 from modprune.recipes import Recipe
 from modprune.report import PruneReport
@@ -60,6 +60,7 @@ __all__ = [
     "PrunePlan",
     "Pruner",
     "Recipe",
+    "RemovableBlock",
     "UnknownStrategyError",
     "UnreachableTargetError",
     "UnsafeCheckpointError",

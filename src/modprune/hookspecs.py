@@ -24,6 +24,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from modprune.detectors.base import Detector
     from modprune.importance.base import Importance
     from modprune.pruners.base import Pruner
+    from modprune.pruners.depth_blocks import RemovableBlock
     from modprune.recipes import Recipe
     from modprune.workflows.demo import DemoSpec
 
@@ -171,6 +172,22 @@ def modprune_unwrapped_parameters(model: nn.Module) -> list[tuple[Any, int]]:
     """Bare ``nn.Parameter`` objects used in forward that structured pruning must slice.
 
     :return: ``(parameter, channel_dim)`` pairs, as torch-pruning's ``unwrapped_parameters``.
+    """
+
+
+@hookspec
+def modprune_removable_blocks(model: nn.Module) -> list[RemovableBlock]:
+    """Blocks of this plugin's kinds that depth pruning may remove whole (pruner ``depth``).
+
+    Offer a block only when removing it keeps every tensor shape of the model: a residual block whose
+    output is ``x + f(x)`` (``removal="identity"``: it is replaced by ``nn.Identity``), or an optional branch
+    its parent skips when the attribute is ``None`` (``removal="none"``). modprune measures what removing
+    each one alone changes in the model's output, honours protections, and removes the least harmful per
+    MAC saved. A module offered by two plugins counts once.
+
+    :param model: the model being pruned.
+    :return: a list of :class:`modprune.pruners.depth_blocks.RemovableBlock` (module, qualified name, kind,
+        removal); anything else, or a name that does not lead to its module, is skipped with a warning.
     """
 
 

@@ -73,6 +73,17 @@ class NormedGate(nn.Module):
         return y.relu() if bool(y.abs().sum() >= 0) else y
 
 
+class Skip(nn.Module):
+    """A residual block ``x + conv(x)``: its plugin offers it to depth pruning (modprune_removable_blocks)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 3, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.conv(x)
+
+
 GATE_PRUNER: Any = None  # set below, once GatePruner is defined
 
 
@@ -162,6 +173,11 @@ class Calls:
     def modprune_fusable_pairs(self, model: nn.Module) -> list[tuple[nn.Module, nn.Module]]:
         self.called.append("modprune_fusable_pairs")
         return [(m.conv, m.bn) for m in model.modules() if isinstance(m, NormedGate)]
+
+    @hookimpl
+    def modprune_removable_blocks(self, model: nn.Module) -> list[Any]:
+        self.called.append("modprune_removable_blocks")
+        return [modprune.RemovableBlock(m, n) for n, m in model.named_modules() if isinstance(m, Skip)]
 
     @hookimpl
     def modprune_register_commands(self) -> list[Any]:
@@ -334,6 +350,20 @@ def _ex_fusable_pairs(pm: ModpruneManager, plugin: Calls, tmp_path: Path) -> Non
     assert isinstance(modprune.fuse(model, pm=get_plugin_manager(entry_points=False, plugins=[])).bn, nn.BatchNorm2d)
 
 
+def _ex_removable_blocks(pm: ModpruneManager, plugin: Calls, tmp_path: Path) -> None:
+    model = nn.Sequential(Skip(), nn.Conv2d(3, 4, 1), Skip().requires_grad_(True))
+    model[2].conv = nn.Conv2d(4, 4, 3, padding=1)
+    x = torch.rand(1, 3, 8, 8)
+    before = model(x).shape
+    report = modprune.prune(model, modprune.PruneConfig(method="depth", target=0.5, target_kind="blocks"),
+                            example_inputs=x, pm=pm)
+    assert sum(isinstance(m, nn.Identity) for m in model) == 1 and report.achieved == 0.5
+    assert model(x).shape == before
+    with pytest.raises(modprune.UnreachableTargetError, match="modprune_removable_blocks"):
+        modprune.prune(nn.Sequential(Skip()), modprune.PruneConfig(method="depth", target=0.5), example_inputs=x,
+                       pm=get_plugin_manager(entry_points=False, plugins=[]))
+
+
 def _ex_commands(pm: ModpruneManager, plugin: Calls, tmp_path: Path) -> None:
     from modprune.cli.main import build_parser
 
@@ -364,6 +394,7 @@ HOOK_EXERCISES: dict[str, Callable[[ModpruneManager, Calls, Path], None]] = {
     "modprune_unwrapped_parameters": _ex_unwrapped_parameters,
     "modprune_finalize_model": _ex_finalize_model,
     "modprune_fusable_pairs": _ex_fusable_pairs,
+    "modprune_removable_blocks": _ex_removable_blocks,
     "modprune_register_commands": _ex_commands,
     "modprune_register_demos": _ex_demos,
 }

@@ -27,6 +27,7 @@ from modprune.recipes import recipe_from_file
 if TYPE_CHECKING:  # pragma: no cover
     from modprune.workflows import DemoSpec
 
+from modprune_tokenc3_lsnet.depth_hooks import modprune_removable_blocks  # noqa: F401 - hook implementation
 from modprune_tokenc3_lsnet.structured_hooks import (  # noqa: F401 - hook implementations
     modprune_finalize_model,
     modprune_prepare_model,

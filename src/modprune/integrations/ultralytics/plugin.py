@@ -21,6 +21,7 @@ What the hooks do:
 * ``modprune_unwrapped_parameters``: A2C2f's residual ``gamma`` (one value per output channel);
 * ``modprune_finalize_model``: refresh the split blocks' stored widths;
 * ``modprune_fusable_pairs``: the conv and BatchNorm of every ``Conv`` block (for ``modprune.fuse``);
+* ``modprune_removable_blocks``: every ``Bottleneck`` with a shortcut (for the ``depth`` pruner);
 * ``modprune_load_model`` / ``modprune_save_model``: checkpoints and yamls
   (:mod:`~modprune.integrations.ultralytics.checkpoint`).
 """
@@ -181,3 +182,21 @@ def modprune_save_model(model: nn.Module, path: Path, metadata: dict[str, Any]) 
         return None
     checkpoint.save_checkpoint(model, path, metadata)
     return True
+
+
+@hookimpl
+def modprune_removable_blocks(model: nn.Module) -> list[Any]:
+    """Every ultralytics ``Bottleneck`` (C2f, C3k2, C3, C3k and their subclasses hold them) whose forward is
+    ``x + cv2(cv1(x))``: its ``add`` flag set (shortcut on and equal widths), the forward not overridden."""
+    if "ultralytics" not in sys.modules:
+        return []
+    from ultralytics.nn.modules.block import Bottleneck  # noqa: PLC0415
+
+    from modprune.pruners.depth_blocks import RemovableBlock  # noqa: PLC0415
+
+    return [
+        RemovableBlock(m, name, kind="residual", removal="identity")
+        for name, m in model.named_modules()
+        if name and isinstance(m, Bottleneck) and type(m).forward is Bottleneck.forward
+        and bool(getattr(m, "add", False))
+    ]

@@ -1,0 +1,129 @@
+"""``depth+structured``: depth pruning, then channel pruning, in one prune (one recipe, one report).
+
+The composite splits one MACs (or parameters) target between the two pruners: the depth stage removes whole
+blocks until ``depth_share * target`` of the metric is gone (:class:`~modprune.pruners.depth.DepthPruner`,
+least output change per MAC first), then the structured stage removes channels from what is left until the
+whole ``target`` is gone, measured against the model as it was before the depth stage
+(:class:`~modprune.pruners.structured.StructuredPruner`; its ``target`` is
+``1 - (1 - target) / (1 - depth achieved)``). ``depth_share: 0`` is plain structured pruning, ``1`` plain depth
+pruning (when the blocks can reach the target alone). ``steps`` and ``on_step`` apply to the structured stage;
+the depth stage is one step. The config's other fields (importance, protections, ratios, ``round_to``) are
+shared by both stages as each understands them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+from torch import nn
+
+from modprune.config import PruneConfig
+from modprune.exceptions import ConfigError, ModpruneError
+from modprune.importance.base import CHANNELS
+from modprune.measure import count_macs, count_params
+from modprune.pruners.base import PruneContext, PruneOutcome, PrunePlan, Pruner
+from modprune.pruners.depth import DepthOptions, DepthPruner, depth_config
+from modprune.pruners.depth_blocks import eval_mode
+from modprune.pruners.structured import StructuredOptions, StructuredPruner
+
+__all__ = ["DepthStructuredOptions", "DepthStructuredPlan", "DepthStructuredPruner"]
+
+
+@dataclass(frozen=True)
+class DepthStructuredOptions:
+    """``pruner_options`` of :class:`DepthStructuredPruner`.
+
+    :param depth_share: the part of the target the depth stage takes, in [0, 1].
+    :param kinds: the depth stage's candidate kinds (null: every kind).
+    :param max_blocks: the most units the depth stage removes (null: no cap).
+    :param round_to: the structured stage's channel multiple (null: any count).
+    """
+
+    depth_share: float = 0.5
+    kinds: tuple[str, ...] | None = None
+    max_blocks: int | None = None
+    round_to: int | None = None
+
+    def __post_init__(self) -> None:
+        share = self.depth_share
+        if isinstance(share, bool) or not isinstance(share, (int, float)) or not 0 <= share <= 1:
+            raise ConfigError(f"pruner_options depth_share must be a number in [0, 1], got {share!r}", share)
+        object.__setattr__(self, "kinds", self.depth.kinds)
+        self.structured  # noqa: B018 - validates round_to
+
+    @property
+    def depth(self) -> DepthOptions:
+        return DepthOptions(self.kinds, self.max_blocks)
+
+    @property
+    def structured(self) -> StructuredOptions:
+        return StructuredOptions(self.round_to)
+
+
+@dataclass(frozen=True)
+class DepthStructuredPlan(PrunePlan):
+    """The depth stage's plan (None when ``depth_share`` is 0) and the structured stage's checks."""
+
+    depth: PrunePlan | None = None
+
+
+class DepthStructuredPruner(Pruner):
+    """Removes whole blocks first, then channels, until one MACs / parameters target is met."""
+
+    name = "depth+structured"
+    requires = CHANNELS
+    description = "remove whole residual blocks, then channels (one target split between them)"
+    target_kinds = ("macs", "params")
+    options_type = DepthStructuredOptions
+
+    def __init__(self) -> None:
+        self.depth_pruner, self.structured_pruner = DepthPruner(), StructuredPruner()
+
+    def plan(self, model: nn.Module, config: PruneConfig, ctx: PruneContext) -> DepthStructuredPlan:
+        """The depth stage's plan (the blocks measured and chosen) and the structured stage's cheap checks.
+
+        :raises UnreachableTargetError: the depth share cannot be reached by removing blocks.
+        """
+        options = self.parse_options(config.pruner_options)
+        self.structured_pruner.plan(model, self._structured_config(config, options, config.target), ctx)
+        depth = None
+        if options.depth_share > 0:
+            depth = self.depth_pruner.plan(model, depth_config(config, config.target * options.depth_share,
+                                                                options.depth), ctx)
+        return DepthStructuredPlan(config, options, depth)
+
+    def apply(self, model: nn.Module, plan: PrunePlan, ctx: PruneContext) -> PruneOutcome:
+        if not isinstance(plan, DepthStructuredPlan):
+            raise ModpruneError(f"depth+structured pruner got a plan it did not make: {type(plan).__name__}", plan)
+        config, notes = plan.config, []
+        kind = config.target_kind or "macs"
+        start = self._metric(model, kind, ctx)
+        if plan.depth is not None:
+            outcome = self.depth_pruner.apply(model, plan.depth, dataclasses.replace(ctx, on_step=None))
+            notes += [f"depth: {n}" for n in outcome.notes]
+            ctx = dataclasses.replace(ctx, categories=outcome.categories or ctx.classify(model))
+        done = 1 - self._metric(model, kind, ctx) / start if start else 0.0
+        rest = 1 - (1 - config.target) / (1 - done) if done < 1 else 0.0
+        if rest <= 0:
+            notes.append(f"structured: skipped, the depth stage removed {done:.4f} of {kind} already")
+            return PruneOutcome(tuple(notes), None, ctx.categories)
+        sub = self._structured_config(config, plan.options, rest)
+        stage = self.structured_pruner
+        outcome = stage.apply(model, stage.plan(model, stage.resolve(sub), ctx), ctx)
+        notes.append(f"structured: target {rest:.4f} of the depth-pruned model's {kind}")
+        notes += [f"structured: {n}" for n in outcome.notes]
+        return PruneOutcome(tuple(notes), None, outcome.categories or ctx.categories)
+
+    @staticmethod
+    def _metric(model: nn.Module, kind: str, ctx: PruneContext) -> float:
+        if kind != "macs":
+            return float(count_params(model))
+        with eval_mode(model):
+            return float(count_macs(model, ctx.example_inputs))
+
+    @staticmethod
+    def _structured_config(config: PruneConfig, options: DepthStructuredOptions, target: float) -> PruneConfig:
+        extra = {"round_to": options.round_to} if options.round_to is not None else {}
+        return dataclasses.replace(config, method=StructuredPruner.name, target=min(max(target, 0.0), 0.999999),
+                                   pruner_options=extra)
