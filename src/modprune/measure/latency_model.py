@@ -4,8 +4,10 @@
 forward pass (its :class:`~modprune.measure.latency_table.LayerKey`), and sums the table's cost of
 each. What the table does not know (activations, normalisation, concatenations, attention matmuls,
 Python dispatch) is the *residual*: :func:`calibrate_residual` measures the dense model once and keeps
-the unexplained remainder; a pruned model's residual is that remainder scaled by the output elements
-of its known layers against the dense model's (element-wise work follows the feature-map widths).
+the unexplained remainder, in two parts: a fixed part, the dispatch cost of every other operator call
+(counted during one forward, each at the measured cost of a call on a one-element tensor), which
+channel pruning does not change; and the rest, element-wise work, scaled by the output elements of the
+known layers against the dense model's (it follows the feature-map widths).
 
 :func:`vector_multiple` says which channel multiple the CPU's SIMD kernels work in (8 floats for AVX2,
 16 for AVX-512), the width pruning should keep layers on.
@@ -39,17 +41,20 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class Residual:
-    """The dense model's latency that no layer of the table explains, and the output elements of that
-    model's known layers (the scale of element-wise work)."""
+    """The dense model's latency that no layer of the table explains (``ms``, of which ``fixed_ms`` is
+    operator dispatch that pruning channels does not change), and the output elements of that model's
+    known layers (the scale of the element-wise rest)."""
 
     ms: float = 0.0
     activations: int = 0
+    fixed_ms: float = 0.0
 
     def scaled(self, activations: int) -> float:
         """The residual of a model whose known layers output ``activations`` elements."""
+        fixed = min(max(self.fixed_ms, 0.0), self.ms) if self.ms > 0 else 0.0
         if self.activations <= 0:
             return self.ms
-        return self.ms * activations / self.activations
+        return fixed + (self.ms - fixed) * activations / self.activations
 
 
 @dataclass(frozen=True)
@@ -121,7 +126,38 @@ def calibrate_residual(model: nn.Module, example_inputs: Any, table: LatencyTabl
         if timed is None:
             return Residual(0.0, prediction.activations)
         measured_ms = timed["ms"]["model"]
-    return Residual(float(measured_ms) - prediction.layers_ms, prediction.activations)
+    rest = float(measured_ms) - prediction.layers_ms
+    fixed = other_ops(model, example_inputs) * table.dispatch_ms() if rest > 0 else 0.0
+    return Residual(rest, prediction.activations, min(fixed, rest))
+
+
+#: Operators the table's layers run, and free views: not counted as dispatch of other work.
+_NOT_COUNTED = frozenset({"convolution", "_convolution", "mkldnn_convolution", "addmm", "mm", "bmm", "linear",
+                          "detach", "view", "t", "alias", "_unsafe_view"})
+
+
+def other_ops(model: nn.Module, example_inputs: Any) -> int:
+    """Operator calls of one forward (eval, no grad) outside convolutions and matrix products."""
+    try:
+        from torch.utils._python_dispatch import TorchDispatchMode
+    except ImportError:  # pragma: no cover - every supported torch has it
+        return 0
+    count = [0]
+
+    class _Count(TorchDispatchMode):
+        def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
+            if str(getattr(func, "__name__", func)).split(".")[0] not in _NOT_COUNTED:
+                count[0] += 1
+            return func(*args, **(kwargs or {}))
+
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad(), _Count():
+            call_model(model, example_inputs)
+    finally:
+        model.train(was_training)
+    return count[0]
 
 
 def _cpu_flags() -> set[str]:

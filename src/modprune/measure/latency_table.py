@@ -27,7 +27,9 @@ import logging
 import math
 import os
 import platform
+import statistics
 import tempfile
+import time
 from abc import ABC, abstractmethod
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -47,6 +49,7 @@ __all__ = [
     "cpu_model",
     "default_cache_dir",
     "fingerprint",
+    "time_call",
 ]
 
 log = logging.getLogger(__name__)
@@ -159,6 +162,11 @@ class LatencyTable(ABC):
     threads: int = 1
     deterministic: bool = False
 
+    @property
+    def times_models(self) -> bool:
+        """Whether :meth:`measure_models` times whole models (else the prediction is all there is)."""
+        return False
+
     @abstractmethod
     def cost_ms(self, key: LayerKey) -> float:
         """Milliseconds one call of the layer ``key`` takes."""
@@ -166,6 +174,12 @@ class LatencyTable(ABC):
     def fingerprint(self) -> dict[str, Any]:
         """What the numbers depend on (hardware, versions, backend, threads)."""
         return fingerprint(self.backend, self.threads)
+
+    def dispatch_ms(self) -> float:
+        """Milliseconds one operator call costs beyond its work (a call on a one-element tensor)."""
+        a = torch.ones(1)
+        with torch.inference_mode():
+            return time_call(lambda: torch.relu(a), 3, 15, self.threads)
 
     def measure_models(self, models: Mapping[str, nn.Module], example_inputs: Any) -> dict[str, Any] | None:
         """Median milliseconds of each whole model (``{"ms": {name: ms}, "reliable": bool, ...}``), timed
@@ -191,6 +205,13 @@ class FormulaLatencyTable(LatencyTable):
         self.threads = threads
         self.measure_fn = measure_fn
         self.asked = 0
+
+    @property
+    def times_models(self) -> bool:
+        return self.measure_fn is not None
+
+    def dispatch_ms(self) -> float:
+        return 0.0
 
     def cost_ms(self, key: LayerKey) -> float:
         self.asked += 1
@@ -250,6 +271,33 @@ def _fingerprint_hash(found: Mapping[str, Any]) -> str:
     return hashlib.sha256(json.dumps(dict(found), sort_keys=True).encode()).hexdigest()[:16]
 
 
+#: A timed sample repeats the call until it lasts at least this long (timer resolution, call overhead).
+MIN_SAMPLE_S = 5e-4
+
+
+def time_call(fn: Callable[[], Any], warmup: int, rounds: int, threads: int) -> float:
+    """Median milliseconds of one call of ``fn``: ``warmup`` untimed calls, then ``rounds`` samples, each
+    repeating the call enough times to last :data:`MIN_SAMPLE_S` (``threads`` torch threads; restored)."""
+    old = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        for _ in range(max(1, warmup)):
+            fn()
+        started = time.perf_counter()
+        fn()
+        once = max(time.perf_counter() - started, 1e-7)
+        repeat = max(1, min(1000, math.ceil(MIN_SAMPLE_S / once)))
+        samples = []
+        for _ in range(max(3, rounds)):
+            started = time.perf_counter()
+            for _ in range(repeat):
+                fn()
+            samples.append((time.perf_counter() - started) / repeat)
+    finally:
+        torch.set_num_threads(old)
+    return float(statistics.median(samples)) * 1e3
+
+
 class MeasuredLatencyTable(LatencyTable):
     """Layer latencies timed on this machine when first asked for, cached on disk by fingerprint.
 
@@ -281,6 +329,10 @@ class MeasuredLatencyTable(LatencyTable):
 
     def fingerprint(self) -> dict[str, Any]:
         return dict(self._fingerprint)
+
+    @property
+    def times_models(self) -> bool:
+        return True
 
     def cost_ms(self, key: LayerKey) -> float:
         key = replace(key, threads=self.threads)
@@ -326,18 +378,16 @@ class MeasuredLatencyTable(LatencyTable):
 
     def _timed(self, key: LayerKey) -> float:
         """Median milliseconds of the layer ``key`` alone, on this table's backend."""
-        from modprune.measure.latency import measure_latency
-
         layer, x = key.build()
         layer.eval()
-        run: Any = layer
         if self.backend == "onnxruntime-cpu":
             from modprune.measure.latency_model import ort_session_of
 
-            run = ort_session_of(layer, x, self.threads)
-        result = measure_latency({"layer": run}, x, warmup=self.warmup, rounds=self.rounds, min_rounds=3,
-                                 threads=self.threads, resamples=100, check_machine=False)
-        return float(result["models"]["layer"]["median_ms"])
+            session = ort_session_of(layer, x, self.threads)
+            feed = {session.get_inputs()[0].name: x.numpy()}
+            return time_call(lambda: session.run(None, feed), self.warmup, self.rounds, self.threads)
+        with torch.inference_mode():
+            return time_call(lambda: layer(x), self.warmup, self.rounds, self.threads)
 
     def measure_models(self, models: Mapping[str, nn.Module], example_inputs: Any) -> dict[str, Any] | None:
         """The models timed together (interleaved rounds, busy-machine detector on)."""

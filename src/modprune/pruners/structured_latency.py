@@ -171,7 +171,7 @@ class LatencyGoal:
         self.table, self.inputs, self.align = table, example_inputs, align
         self.dense: nn.Module | None = None
         timed = None
-        if not table.deterministic:
+        if table.times_models:
             self.dense = fuse(model)
             timed = table.measure_models({"dense": self.dense}, example_inputs)
         measured = timed["ms"]["dense"] if timed else None
