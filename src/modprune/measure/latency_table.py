@@ -196,6 +196,7 @@ class FormulaLatencyTable(LatencyTable):
     """
 
     deterministic = True
+    backend = "formula"
 
     def __init__(self, per_mac: float = 1e-6, per_layer: float = 0.01, per_output: float = 0.0, align: int = 8,
                  threads: int = 1, measure_fn: Callable[[nn.Module, Any], float] | None = None) -> None:
