@@ -185,3 +185,12 @@ def test_vector_multiple_from_cpu_capability(monkeypatch, capability, flags, exp
     monkeypatch.setattr(latency_model, "_cpu_flags", lambda: flags)
     assert vector_multiple() == expected
     assert vector_multiple(torch.float16) == expected * 2
+
+
+def test_onnxruntime_backend_times_layers_and_models() -> None:
+    pytest.importorskip("onnxruntime")
+    table = MeasuredLatencyTable("onnxruntime-cpu", cache_dir=False, rounds=3, warmup=1, model_rounds=3)
+    assert table.fingerprint()["onnxruntime"] and table.cost_ms(conv_key(8, 8, size=8)) > 0
+    timed = table.measure_models({"a": tiny_net().eval(), "b": tiny_net().eval()}, torch.randn(1, 3, 16, 16))
+    assert set(timed["ms"]) == {"a", "b"} and all(ms > 0 for ms in timed["ms"].values())
+    assert set(timed["ratios"]) == {"b"} and isinstance(timed["reliable"], bool)

@@ -391,9 +391,14 @@ class MeasuredLatencyTable(LatencyTable):
             return time_call(lambda: layer(x), self.warmup, self.rounds, self.threads)
 
     def measure_models(self, models: Mapping[str, nn.Module], example_inputs: Any) -> dict[str, Any] | None:
-        """The models timed together (interleaved rounds, busy-machine detector on)."""
+        """The models timed together (interleaved rounds, busy-machine detector on); for the ONNX Runtime
+        backend, their exported graphs."""
         from modprune.measure.latency import measure_latency
 
+        if self.backend == "onnxruntime-cpu":  # the graphs ONNX Runtime runs, exported in memory
+            from modprune.measure.latency_model import ort_session_of
+
+            models = {name: ort_session_of(m, example_inputs, self.threads) for name, m in models.items()}
         result = measure_latency(dict(models), example_inputs, warmup=3, rounds=self.model_rounds,
                                  threads=self.threads, resamples=200)
         return {"ms": {n: float(m["median_ms"]) for n, m in result["models"].items()},
