@@ -117,3 +117,14 @@ def test_unstructured_refuses_a_latency_target(pm) -> None:
     config = modprune.PruneConfig(method="unstructured", target=0.3, target_kind="latency")
     with pytest.raises(ConfigError, match="latency"):
         modprune.prune(net(), config, X, pm=pm)
+
+
+def test_report_carries_latency_but_its_digest_does_not(pm) -> None:
+    import dataclasses
+
+    report = modprune.prune(net(), latency_config(0.3), X, pm=pm, latency_table=fake_table())
+    data = report.to_dict()
+    assert data["latency"]["start_ms"] > data["latency"]["predicted_ms"] > 0
+    assert "latency" in report.to_markdown()
+    other = dataclasses.replace(report, latency={**report.latency, "measured_ms": 1.0})
+    assert other.digest() == report.digest()
