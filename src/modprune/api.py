@@ -156,6 +156,7 @@ def prune(
     loss_fn: Callable[[Any], torch.Tensor] | None = None,
     on_step: StepCallback | None = None,
     pm: ModpruneManager | None = None,
+    latency_table: Any = None,
 ) -> PruneReport:
     """Prune ``model`` in place as ``config`` says and report what changed.
 
@@ -164,6 +165,8 @@ def prune(
     :param loss_fn: maps the model's output to a scalar loss (Taylor importance); default: a
         label-free proxy (mean squared output).
     :param on_step: called after each step of an iterative schedule (e.g. to fine-tune).
+    :param latency_table: for ``target_kind="latency"``: a :class:`modprune.measure.LatencyTable` to plan
+        and measure with (default: one measured on this machine, cached under the user's cache directory).
     :raises ModpruneError: on bad config or a model that cannot be pruned as asked.
 
     A prune that fails at any stage (planning, applying, the plugins' finalize hooks, measuring the
@@ -178,7 +181,8 @@ def prune(
     config = resolve_config(config, pm)
     saved = snapshot(model)
     try:
-        return _prune(model, config, pm, example_inputs=example_inputs, loss_fn=loss_fn, on_step=on_step)
+        return _prune(model, config, pm, example_inputs=example_inputs, loss_fn=loss_fn, on_step=on_step,
+                      latency_table=latency_table)
     except BaseException:
         if saved is not None:
             saved.restore(model)
@@ -257,6 +261,7 @@ def _report(
         categories=_rows(table_before, table_after, config),
         notes=list(outcome.notes),
         config=config.to_dict(),
+        latency=dict(outcome.latency) if outcome.latency is not None else None,
     )
 
 

@@ -82,6 +82,8 @@ class PruneReport:
     notes: list[str] = field(default_factory=list)
     config: dict[str, Any] = field(default_factory=dict)
     mac_counter: str = MAC_COUNTER
+    #: Latency target: start, predicted and measured latency (ms) of the pruned model, and the error.
+    latency: dict[str, Any] | None = None
 
     @property
     def macs_reduction(self) -> float | None:
@@ -104,6 +106,7 @@ class PruneReport:
         """Short sha256 of the report's JSON (goes into saved files' metadata)."""
         data = self.to_dict()
         data.pop("seconds")
+        data.pop("latency")  # timings differ from run to run
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 
     def to_markdown(self) -> str:
@@ -117,6 +120,8 @@ class PruneReport:
         ]
         if self.macs_before is not None and self.macs_after is not None:
             lines.append(f"MACs {self.macs_before / 1e9:.3f} G -> {self.macs_after / 1e9:.3f} G ({self.mac_counter})")
+        if self.latency is not None:
+            lines.append(_latency_line(self.latency))
         lines += [
             "",
             "| category | params before | params after | nonzero after | removed | weight (relative) |",
@@ -130,3 +135,15 @@ class PruneReport:
             )
         lines += [f"- {n}" for n in self.notes]
         return "\n".join(lines)
+
+
+def _latency_line(latency: dict[str, Any]) -> str:
+    """The report's latency line: start, predicted and measured (with the prediction error)."""
+    line = f"latency {latency.get('start_ms', 0.0):.3f} ms -> predicted {latency.get('predicted_ms', 0.0):.3f} ms"
+    if latency.get("measured_ms") is not None:
+        line += f", measured {latency['measured_ms']:.3f} ms"
+        if latency.get("prediction_error") is not None:
+            line += f" (prediction error {latency['prediction_error']:+.1%})"
+        if latency.get("reliable") is False:
+            line += " (unreliable: machine busy)"
+    return line + f" ({latency.get('backend', '?')}, {latency.get('threads', '?')} thread(s))"

@@ -63,6 +63,8 @@ class PruneContext:
     finalize_model: Callable[[nn.Module], None] = _nothing
     #: ``modprune_removable_blocks(model)``, flattened over the plugins (depth pruning's candidates).
     removable_blocks: Callable[[nn.Module], list[Any]] = _empty
+    #: A :class:`modprune.measure.LatencyTable` for ``target_kind="latency"`` (None: measured on this machine).
+    latency_table: Any = None
 
     def score_context(self, model: nn.Module) -> ScoreContext:
         return ScoreContext(model, self.example_inputs, self.loss_fn, self.generator)
@@ -109,12 +111,16 @@ class PruneOutcome:
     :param macs: ``(before, after)`` MACs of one forward on the context's example inputs, when the
         pruner counted them exactly as :func:`modprune.measure.count_macs` does (the report then reuses
         them instead of counting again); None otherwise.
+    :param latency: for a latency target, ``{"start_ms", "predicted_ms", "measured_ms",
+        "prediction_error", "reliable", ...}`` of the pruned model; None otherwise.
     """
 
     notes: tuple[str, ...] = ()
     achieved: float | None = None
     categories: Categories | None = None
     macs: tuple[int, int] | None = None
+    #: Latency target: predicted and measured latency of the pruned model and the error (None otherwise).
+    latency: Mapping[str, Any] | None = None
 
 
 class Pruner(ABC):

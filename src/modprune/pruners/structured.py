@@ -15,7 +15,10 @@ How a config becomes torch-pruning's vocabulary:
   from the weights (see :func:`modprune.pruners.structured_setup.sync_stored_sizes`);
 * one scale multiplies every base ratio (capped at ``max_ratio``). ``target_kind="channels"`` uses
   ``target`` as the scale; ``macs`` and ``params`` search the scale on estimates (no pruning per
-  trial; see :mod:`modprune.pruners.structured_search`), prune once, then measure and correct.
+  trial; see :mod:`modprune.pruners.structured_search`), prune once, then measure and correct;
+* ``target_kind="latency"`` ranks groups by latency saved per importance lost on a per-layer latency
+  table, keeping widths on the CPU's vector multiple, then measures and corrects (see
+  :mod:`modprune.pruners.structured_latency`).
 
 Iterative schedules (``steps > 1``) reach ``target * k / steps`` after step ``k``, recomputing
 gradients before each step when the importance needs them, and calling ``ctx.on_step``.
@@ -49,9 +52,12 @@ from modprune.detectors.classify import Categories
 from modprune.exceptions import ConfigError, PluginError, UnreachableTargetError, UnsupportedModelError
 from modprune.importance.base import CHANNELS
 from modprune.measure import count_params
+from modprune.measure.latency_model import vector_multiple
+from modprune.measure.latency_table import BACKENDS, LatencyTable, MeasuredLatencyTable
 from modprune.measure.walk import call_model, tensors_of
 from modprune.pruners.base import PruneContext, PruneOutcome, PrunePlan, Pruner
 from modprune.pruners.structured_graph import GraphPruner, Plan, tracing_mode
+from modprune.pruners.structured_latency import LatencyGoal
 from modprune.pruners.structured_search import Estimator, MacsTable, macs_table, search_scale
 from modprune.pruners.structured_setup import (
     bare_parameter_notes,
@@ -77,6 +83,8 @@ TOLERANCE = 0.01
 SEARCH_TOLERANCE = 0.001
 #: Extra corrective steps when the measured result falls short of the target.
 MAX_CORRECTIONS = 3
+#: A latency target is met within this many points (measured latency is noisier than counts).
+LATENCY_TOLERANCE = 0.02
 
 
 @dataclass(frozen=True)
@@ -84,9 +92,18 @@ class StructuredOptions:
     """``pruner_options`` of :class:`StructuredPruner`.
 
     :param round_to: keep channel counts multiples of this (None: any count).
+    :param align: latency target only: keep pruned widths (per channel group) on this multiple;
+        ``auto``: the CPU's vector multiple (8 for AVX2, 16 for AVX-512) or ``round_to`` when set;
+        ``none``: any width. Other targets use ``round_to``.
+    :param latency_backend: latency target only, when no table is given: the backend the per-layer
+        table is measured on (``torch-cpu`` or ``onnxruntime-cpu``).
+    :param latency_threads: latency target only: threads the latency is measured and predicted for.
     """
 
     round_to: int | None = None
+    align: int | str = "auto"
+    latency_backend: str = "torch-cpu"
+    latency_threads: int = 1
 
     def __post_init__(self) -> None:
         value = self.round_to
@@ -94,6 +111,25 @@ class StructuredOptions:
                                   or not 1 <= value <= MAX_ROUND_TO):
             raise ConfigError(f"pruner_options round_to must be an integer in [1, {MAX_ROUND_TO}] or null, "
                               f"got {value!r}", value)
+        align = self.align
+        if align not in ("auto", "none") and (isinstance(align, bool) or not isinstance(align, int)
+                                              or not 1 <= align <= MAX_ROUND_TO):
+            raise ConfigError(f"pruner_options align must be auto, none or an integer in [1, {MAX_ROUND_TO}], "
+                              f"got {align!r}", align)
+        if self.latency_backend not in BACKENDS:
+            raise ConfigError(f"pruner_options latency_backend must be one of {', '.join(BACKENDS)}, got "
+                              f"{self.latency_backend!r}", self.latency_backend)
+        threads = self.latency_threads
+        if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+            raise ConfigError(f"pruner_options latency_threads must be an integer >= 1, got {threads!r}", threads)
+
+    def alignment(self) -> int:
+        """The width multiple of a latency target (1: any width)."""
+        if self.align == "none":
+            return 1
+        if self.align == "auto":
+            return self.round_to or vector_multiple()
+        return int(self.align)
 
 
 class StructuredPruner(Pruner):
@@ -102,7 +138,7 @@ class StructuredPruner(Pruner):
     name = "structured"
     requires = CHANNELS
     description = "remove whole channels (torch-pruning dependency graph); smaller, faster dense models"
-    target_kinds = ("macs", "params", "channels")
+    target_kinds = ("macs", "params", "channels", "latency")
     options_type = StructuredOptions
 
     def plan(self, model: nn.Module, config: PruneConfig, ctx: PruneContext) -> PrunePlan:
@@ -142,7 +178,9 @@ class StructuredPruner(Pruner):
         run.check_outputs()
         model.zero_grad(set_to_none=True)
         macs = (int(run.start), int(run.last)) if run.kind == "macs" and run.start is not None else None
-        return PruneOutcome(tuple(notes), achieved, _categories_after(model, original, prepared, ctx), macs=macs)
+        latency = run.latency.report() if run.latency is not None else None
+        return PruneOutcome(tuple(notes), achieved, _categories_after(model, original, prepared, ctx), macs=macs,
+                            latency=latency)
 
     def counts_macs(self, config: PruneConfig) -> bool:
         """A MACs target measures MACs before and after (FlopCounterMode, then exact hooks): reused."""
@@ -168,6 +206,29 @@ def _short_of(values: dict[float, float], goal: float, best: tuple[float, float]
     never is. ``best`` when no trial falls short."""
     short = [(s, v) for s, v in values.items() if v >= goal and s > 0]
     return min(short, key=lambda item: item[1]) if short else best
+
+
+def _latency_start_note(goal: LatencyGoal) -> str:
+    how = "measured (fused, interleaved rounds)" if goal.measured_ms is not None else "predicted by the table"
+    busy = "; unreliable: machine busy" if goal.reliable is False else ""
+    return (f"latency target: {goal.table.backend}, {goal.table.threads} thread(s), start {goal.start_ms:.3f} ms {how}, "
+            f"residual {goal.residual.ms:.3f} ms, widths aligned to {goal.align}{busy}")
+
+
+def _latency_end_note(goal: LatencyGoal) -> str:
+    report = goal.report()
+    if report["measured_ms"] is None:
+        return f"latency predicted {report['predicted_ms']:.3f} ms (not measured: the table times no models)"
+    busy = " (unreliable: machine busy)" if report["reliable"] is False else ""
+    return (f"latency predicted {report['predicted_ms']:.3f} ms, measured {report['measured_ms']:.3f} ms "
+            f"(prediction error {report['prediction_error']:+.1%}){busy}")
+
+
+def _latency_why(goal: LatencyGoal, achieved: float, target: float) -> str:
+    if achieved > target:
+        return "; the last step removed more than needed (channels go a vector multiple at a time)"
+    return ("; no further step the latency table says is faster stays within max_ratio, protect and category "
+            "ratios, or the measured model is slower than the table predicts (machine load, residual ops)")
 
 
 def custom_types(ctx: PruneContext) -> tuple[type, ...]:
@@ -198,14 +259,19 @@ class _Run:
     def __init__(self, model: nn.Module, plan: PrunePlan, ctx: PruneContext, notes: list[str]) -> None:
         config = plan.config
         self.model, self.config, self.ctx, self.notes = model, config, ctx, notes
-        self.round_to = plan.options.round_to
         self.kind = config.target_kind or "macs"
+        self.round_to = plan.options.round_to if self.kind != "latency" else None  # latency: the greedy aligns
+        self.options = plan.options
+        self.tolerance = LATENCY_TOLERANCE if self.kind == "latency" else TOLERANCE
+        self.latency: LatencyGoal | None = None
         self.inputs = ctx.example_inputs
         protection = find_protection(model, config, ctx)
         notes.extend(protection.notes)
         self.frozen = protection.frozen
         self.subtrees = protection.subtrees
         self.roots = find_roots(model, config, ctx, self.frozen)
+        if self.kind == "latency":  # the greedy ranks every group against every other: each root alone
+            self.roots.scopes = [(m,) for m in self.roots.base]
         if not any(b > 0 for b in self.roots.base.values()):
             raise UnreachableTargetError(
                 f"no prunable layer: every convolution/linear layer is protected or has ratio 0 "
@@ -294,9 +360,25 @@ class _Run:
                 self.layers_only = self.table.other == 0 and not custom
             self.last = float(self.table.total)
             return self.last
+        if self.kind == "latency":
+            if self.latency is None:
+                self.latency = LatencyGoal(self.model, self.inputs, self._table(), self.options.alignment())
+                self.notes.append(_latency_start_note(self.latency))
+                return float(self.latency.start_ms)
+            return float(self.latency.measure(self.model))
         if self.kind == "params":
             return float(count_params(self.model))
         return float(sum(self._channels(m)[0] for m in self.roots.base))
+
+    def _table(self) -> LatencyTable:
+        """The context's latency table, else one measured on this machine (cached on disk)."""
+        table = self.ctx.latency_table
+        if table is None:
+            return MeasuredLatencyTable(self.options.latency_backend, self.options.latency_threads)
+        if not isinstance(table, LatencyTable):
+            raise ConfigError(f"latency_table must be a modprune.measure.LatencyTable, got {type(table).__name__}",
+                              table)
+        return table
 
     def _channels(self, module: Any) -> tuple[int, int]:
         """(outputs, inputs) of a layer by its pruning rule (built-in or registered); 0 if unknown."""
@@ -334,28 +416,32 @@ class _Run:
             return channels
         for attempt in range(MAX_CORRECTIONS):
             achieved = 1 - current / self.start
-            if achieved >= target - TOLERANCE / 2:
+            if achieved >= target - self.tolerance / 2:
                 break
             log.info("achieved %.4f of %s, target %.4f: correcting (%d)", achieved, self.kind, target, attempt + 1)
             current = self._step(steps, steps, target, current, check_final=False, label="correction")
-        self._check_final(1 - current / self.start, target)
-        return None
+        achieved = 1 - current / self.start
+        self._check_final(achieved, target)
+        return achieved if self.latency is not None else None
 
     def _check_final(self, achieved: float, target: float) -> None:
         """Note the result; outside the tolerance: raise with ``round_to`` (its units are the cause and
         ``prune`` rolls the model back), warn otherwise."""
         self.notes.append(f"achieved {self.kind} reduction {achieved:.4f} (target {target:.4f})")
-        if abs(achieved - target) > TOLERANCE and self.round_to:
+        if abs(achieved - target) > self.tolerance and self.round_to and self.latency is None:
             raise UnreachableTargetError(
-                f"{self.kind} target {target} is not reachable within {TOLERANCE:.0%} with round_to {self.round_to}: "
+                f"{self.kind} target {target} is not reachable within {self.tolerance:.0%} with round_to {self.round_to}: "
                 f"the closest reduction found is {achieved:.4f}; use that target, or a smaller round_to",
                 target,
             )
-        if abs(achieved - target) > TOLERANCE:
+        if abs(achieved - target) > self.tolerance:
             log.warning("structured pruning reached %.4f of %s, target %.4f", achieved, self.kind, target)
             self.notes.append(
-                f"WARNING: {self.kind} reduction {achieved:.4f} is more than {TOLERANCE:.0%} away from the target"
+                f"WARNING: {self.kind} reduction {achieved:.4f} is more than {self.tolerance:.0%} away from the target"
+                + (_latency_why(self.latency, achieved, target) if self.latency is not None else "")
             )
+        if self.latency is not None:
+            self.notes.append(_latency_end_note(self.latency))
 
     def _step(self, step: int, steps: int, goal: float, current: float, *, check_final: bool, label: str = "") -> float:
         """Prune one step so that ``goal`` of the starting metric is gone; returns the metric after."""
@@ -384,17 +470,24 @@ class _Run:
             except Exception as exc:  # the pruned forward breaks, e.g. on channel counts stored as ints
                 raise unsupported_from(exc, self.model, stack, "running") from exc
         seconds = time.perf_counter() - started
-        name = label or f"step {step}/{steps}"
-        ratios = self.roots.category_ratios(scale, self.config.max_ratio)
-        detail = f" ({trials} estimates, estimated {1 - estimate / self.start:.4f})" if trials else ""
-        self.notes.append(
-            f"{name}: scale {scale:.4f}, channel ratio per category {ratios}, {groups} groups pruned"
-            f"{detail}, measured {self.kind} reduction {1 - after / self.start:.4f} in {seconds:.2f} s"
-            if self.kind != "channels"
-            else f"{name}: channel ratio per category {ratios}, {groups} groups pruned in {seconds:.2f} s"
-        )
+        self.notes.append(self._step_note(label or f"step {step}/{steps}", scale, groups, trials, estimate, after, seconds))
         log.info(self.notes[-1])
         return after
+
+    def _step_note(self, name: str, scale: float, groups: int, trials: int, estimate: float, after: float,
+                   seconds: float) -> str:
+        """The report line of one step."""
+        if self.kind == "channels":
+            ratios = self.roots.category_ratios(scale, self.config.max_ratio)
+            return f"{name}: channel ratio per category {ratios}, {groups} groups pruned in {seconds:.2f} s"
+        what = "greedy steps" if self.kind == "latency" else "estimates"
+        detail = f" ({trials} {what}, estimated {1 - estimate / self.start:.4f})" if trials else ""
+        if self.kind == "latency":
+            how = f"widths aligned to {self.latency.align if self.latency else 1}"
+        else:
+            how = f"scale {scale:.4f}, channel ratio per category {self.roots.category_ratios(scale, self.config.max_ratio)}"
+        return (f"{name}: {how}, {groups} groups pruned{detail}, measured {self.kind} reduction "
+                f"{1 - after / self.start:.4f} in {seconds:.2f} s")
 
     def _note_fixes(self, fixed: list[str]) -> None:
         """Notes on stored sizes set from the weights and on groups left alone (once each)."""
@@ -416,6 +509,12 @@ class _Run:
         if self.kind == "channels":
             done = self.config.target * (step - 1) / steps
             return self.pruner.plan(1 - (1 - goal) / (1 - done)), 0, current
+        if self.kind == "latency" and self.latency is not None:
+            weights = dict(self.roots.base)
+            if check_final:
+                self._check_reachable(1 - self.latency.most(self.pruner, self.model, weights) / self.start)
+            return self.latency.plan(self.pruner, self.model, (1 - goal) * self.start, self.tolerance * self.start,
+                                     weights, current)
         estimator = self._estimator()
         plans: dict[float, Plan] = {}
         values: dict[float, float] = {}

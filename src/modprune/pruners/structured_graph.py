@@ -43,7 +43,7 @@ from torch_pruning.dependency import index_mapping as tp_index_mapping
 
 from modprune.pruners.tp_patches import GroupCache, frozen_graph
 
-__all__ = ["GraphPruner", "Plan", "splits_through_reshape", "tracing_mode"]
+__all__ = ["GraphPruner", "GroupUnit", "Plan", "splits_through_reshape", "tracing_mode"]
 
 _FLATTEN_MAPPING = tp_index_mapping._FlattenIndexMapping
 
@@ -77,6 +77,24 @@ class Plan:
     def removed(self, target: Any) -> tuple[int, int]:
         """``(outputs removed, inputs removed)`` of ``target``."""
         return len(self.out.get(target, ())), len(self.inp.get(target, ()))
+
+
+@dataclass
+class GroupUnit:
+    """One dependency group a step may shrink, for allocations that choose counts per group.
+
+    :param size: channels per channel group (the group's root channels when ``ch_groups`` is 1).
+    :param scores: importance of each of those channels (averaged over channel groups), ascending.
+    :param reach: ``(module, side) -> channels it loses per root channel removed`` (side ``out``/``in``).
+    :param keep: channels per channel group the group keeps at least.
+    """
+
+    root: Any
+    ch_groups: int
+    size: int
+    scores: list[float]
+    reach: dict[tuple[Any, str], float]
+    keep: int
 
 
 @contextlib.contextmanager
@@ -182,6 +200,8 @@ class GraphPruner(tp.pruner.BasePruner):
         forward_fn: Any = None,
     ) -> None:
         self.scale = 0.0
+        #: Per-root ratios replacing ``scale * base`` while :meth:`plan_counts` plans.
+        self._override: dict[Any, float] | None = None
         #: Roots of groups left alone because they cross a channel-splitting reshape.
         self.reshape_skipped: set[Any] = set()
         self._base = dict(base_ratios)
@@ -243,6 +263,8 @@ class GraphPruner(tp.pruner.BasePruner):
 
     def get_target_pruning_ratio(self, module: nn.Module, step: int = -1) -> float:
         """``min(max_ratio, scale * base_ratio)`` of ``module`` (the step schedule is modprune's)."""
+        if self._override is not None:
+            return self._override.get(module, 0.0)
         ratio = self.scale * self._base.get(module, 0.0) * self._spread.get(module, 1.0)
         ratio = min(self.max_pruning_ratio, ratio)
         ratio = min(ratio, self._ratio_cap.get(module, ratio))
@@ -337,6 +359,39 @@ class GraphPruner(tp.pruner.BasePruner):
                     side = plan.out if self.DG.is_out_channel_pruning_fn(dep.handler) else plan.inp
                     side[dep.target.module].update(int(i) for i in idxs)
         return plan
+
+    def units(self) -> list[GroupUnit]:
+        """The groups of this step (after :meth:`new_step`) that a ranking may shrink, with their scores
+        and the layers each reaches (nothing is changed)."""
+        units = []
+        with frozen_graph(self.DG, self._group_cache):
+            for group in self.DG.get_all_groups(ignored_layers=self.ignored_layers, root_module_types=self.root_module_types):
+                root = group[0].dep.target.module
+                if root not in self._layer_to_scope or not self._check_pruning_ratio(group):
+                    continue
+                imp = self.estimate_importance(group)
+                if imp is None or len(imp) == 0:
+                    continue
+                ch_groups = max(1, self._get_channel_groups(group))
+                size = len(imp) // ch_groups
+                dim_imp = imp.view(ch_groups, -1).mean(dim=0) if ch_groups > 1 else imp
+                reached: dict[tuple[Any, str], set[int]] = defaultdict(set)
+                for dep, idxs in group:
+                    side = "out" if self.DG.is_out_channel_pruning_fn(dep.handler) else "in"
+                    reached[(dep.target.module, side)].update(int(i) for i in idxs)
+                reach = {k: len(v) / len(imp) for k, v in reached.items()}
+                keep = self.keep_min(size)
+                units.append(GroupUnit(root, ch_groups, size, sorted(float(v) for v in dim_imp), reach, keep))
+        return units
+
+    def plan_counts(self, counts: Mapping[Any, int], sizes: Mapping[Any, int]) -> Plan:
+        """What a step removing ``counts[root]`` of the ``sizes[root]`` channels of each channel group of
+        each root would remove, the least important first (each root ranked alone)."""
+        self._override = {root: (k - 0.5) / sizes[root] for root, k in counts.items() if k > 0}
+        try:
+            return self.plan(0.0)
+        finally:
+            self._override = None
 
     def apply(self, plan: Plan) -> int:
         """Prune ``plan``'s groups in place (planned on the unpruned step); returns how many were pruned.
