@@ -175,6 +175,15 @@ def splits_through_reshape(group: Any) -> bool:
     return False
 
 
+def _frozen_ids(frozen: Sequence[Any]) -> set[int]:
+    """Ids of the frozen objects and of every parameter and submodule of the frozen modules."""
+    ids = {id(x) for x in frozen}
+    for module in (f for f in frozen if isinstance(f, nn.Module)):
+        ids.update(id(p) for p in module.parameters())
+        ids.update(id(m) for m in module.modules())
+    return ids
+
+
 class GraphPruner(tp.pruner.BasePruner):
     """A ``BasePruner`` driven by :attr:`scale`, with frozen modules and per-layer caps (see module doc).
 
@@ -205,10 +214,7 @@ class GraphPruner(tp.pruner.BasePruner):
         #: Roots of groups left alone because they cross a channel-splitting reshape.
         self.reshape_skipped: set[Any] = set()
         self._base = dict(base_ratios)
-        self._frozen_ids = {id(x) for x in frozen}
-        for module in (f for f in frozen if isinstance(f, nn.Module)):
-            self._frozen_ids.update(id(p) for p in module.parameters())
-            self._frozen_ids.update(id(m) for m in module.modules())
+        self._frozen_ids = _frozen_ids(frozen)
         self._cached = _CachedImportance(importance, self._keep_for_group)
         self._ratio_cap: dict[nn.Module, float] = {}
         self._group_cache = GroupCache()  # the full groups of the unpruned step, built once (frozen_graph)
