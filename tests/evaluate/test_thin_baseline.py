@@ -92,3 +92,38 @@ def test_compare_adds_the_thin_row_trained_on_the_data(tmp_path, tiny_data, yolo
     assert abs(rows[2]["macs"] / rows[1]["macs"] - 1) <= 0.02 and rows[2]["macs"] < rows[0]["macs"]
     assert "mAP50" in rows[2] and (tmp_path / "thin" / "thin.pt").is_file()
     assert (tmp_path / "thin" / "runs" / "thin" / "results.csv").is_file()  # it was trained
+
+
+def test_widths_that_do_not_build_are_stepped_over(monkeypatch, tmp_path):
+    """A block that needs a multiple of 32 channels: the search lands on the closest width that builds."""
+    import math
+
+    from modprune.workflows import thin_baseline as tb
+
+    def channels(width: float) -> int:
+        return 8 * math.ceil(512 * width / 8)
+
+    def fake_macs(cfg, width, workdir, imgsz):
+        if channels(width) % 32:
+            raise ValueError(f"hidden width {channels(width)} must be a multiple of 32")
+        return channels(width) ** 2
+
+    monkeypatch.setattr(tb, "_macs_at", fake_macs)
+    cfg = {"scales": {"n": [0.5, 0.25, 1024]}, "scale": "n", "backbone": [], "head": []}
+    match = tb.match_width(cfg, int(0.6 * 128 ** 2), 64, tmp_path)
+    assert match.macs == 96 ** 2 and channels(match.width) == 96  # 112 channels would be closer but cannot build
+    assert match.relative_error == pytest.approx(96 ** 2 / int(0.6 * 128 ** 2) - 1)
+
+
+def test_a_band_of_widths_that_do_not_build_does_not_end_the_search(monkeypatch, tmp_path):
+    from modprune.workflows import thin_baseline as tb
+
+    def fake_macs(cfg, width, workdir, imgsz):
+        if 0.05 < width < 0.15:
+            raise ValueError("this band does not build")
+        return int(1e6 * width ** 2)
+
+    monkeypatch.setattr(tb, "_macs_at", fake_macs)
+    cfg = {"width_multiple": 0.25, "backbone": [], "head": []}
+    match = tb.match_width(cfg, int(1e6 * 0.04 ** 2), 64, tmp_path)  # below the band
+    assert abs(match.relative_error) <= 0.02 and match.width < 0.05

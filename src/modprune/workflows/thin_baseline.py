@@ -154,6 +154,28 @@ def _macs_at(cfg: Mapping[str, Any], width: float, workdir: Path, imgsz: int) ->
     return count_macs(model, torch.zeros(1, 3, imgsz, imgsz))
 
 
+#: A width that does not build (a block needing, e.g., a multiple of 16 channels) is replaced by the nearest
+#: one that does, searched in steps of this fraction of the width, this many each way.
+_NUDGE, _NUDGES = 0.02, 8
+
+
+def _probe(cfg: Mapping[str, Any], width: float, bracket: tuple[float, float], workdir: Path,
+           imgsz: int) -> tuple[float, int] | None:
+    """``(width, MACs)`` at ``width`` or, when that width does not build, at the nearest width inside
+    ``bracket`` that does; None when none of those builds."""
+    from modprune.exceptions import ModpruneError  # noqa: PLC0415
+
+    candidates = [width] + [width * (1 + sign * k * _NUDGE) for k in range(1, _NUDGES + 1) for sign in (1, -1)]
+    for w in candidates:
+        if not bracket[0] < w < bracket[1]:
+            continue
+        try:
+            return w, _macs_at(cfg, w, workdir, imgsz)
+        except (ModpruneError, ValueError, RuntimeError) as exc:
+            log.debug("width %.5f does not build: %s", w, exc)
+    return None
+
+
 def file_name(cfg: Mapping[str, Any], tag: str) -> str:
     """``<stem of the yaml it came from>-<tag>.yaml``: ultralytics reads a model's scale from its file name."""
     stem = Path(str(cfg.get("yaml_file") or "model.yaml")).stem
@@ -190,8 +212,10 @@ def match_width(cfg: Mapping[str, Any], target_macs: int, imgsz: int, workdir: s
     A safeguarded bisection between ``low`` and the yaml's own width (MACs grow with width): each step
     builds the model at a point inside the bracket and
     keeps the part that holds the target, until a width lands within ``tolerance`` (relative) of the
-    target, the bracket is narrower than 0.5% of the width, or ``max_steps`` models were built. The first
+    target, the bracket is narrower than 0.5% of the width, or ``max_steps`` probes were made. The first
     probes are interpolated in log-log space (MACs grow about as width squared), the rest are midpoints.
+    A width whose model does not build (blocks with channel constraints) is replaced by the nearest one
+    in the bracket that does; when none near it builds, the bracket moves by the width-squared estimate.
 
     :raises ConfigError: the target is not positive or above the full-width model's MACs.
     """
@@ -206,9 +230,14 @@ def match_width(cfg: Mapping[str, Any], target_macs: int, imgsz: int, workdir: s
     best, steps = (abs(full - target_macs), base, full), 1
     while steps < max_steps and hi[0] - lo[0] > _MIN_BRACKET * hi[0] and best[0] > tolerance * target_macs:
         mid = _next_width(lo, hi, target_macs) if steps <= _INTERPOLATED else (lo[0] + hi[0]) / 2
-        macs = _macs_at(cfg, mid, workdir, imgsz)
-        log.debug("width %.5f: %d MACs", mid, macs)
+        probed = _probe(cfg, mid, (lo[0], hi[0]), workdir, imgsz)
         steps += 1
+        if probed is None:  # nothing near the middle builds: place it by MACs ~ width ** 2 from the upper end
+            estimate = hi[1] * (mid / hi[0]) ** 2
+            lo, hi = ((mid, 0), hi) if estimate < target_macs else (lo, (mid, int(estimate)))
+            continue
+        mid, macs = probed
+        log.debug("width %.5f: %d MACs", mid, macs)
         best = min(best, (abs(macs - target_macs), mid, macs))
         lo, hi = ((mid, macs), hi) if macs < target_macs else (lo, (mid, macs))
     (workdir / file_name(cfg, "probe")).unlink(missing_ok=True)
