@@ -125,17 +125,37 @@ def deploy_section(table_md: Path) -> list[str]:
             f"batch 1, {meta['imgsz']} px, {meta['threads']} thread(s), interleaved rounds; mAP: `YOLO(file).val`.",
             "", table_md.read_text().strip()]
 def distill_section(record: dict[str, Any]) -> list[str]:
-    """Output- vs feature-level distillation (``benchmarks/distill_compare.py``'s distill.json)."""
-    s = record["settings"]
-    out = ["## Distillation: output-level vs feature-level (`benchmarks/distill_compare.py`)", "",
-           f"A **small** run: synthetic data, one class, {s['n_train']} training / {s['n_val']} validation images at "
-           f"{s['imgsz']} px; yolov8n (nc=1) trained {s['base_epochs']} epochs from scratch, pruned structurally "
-           f"({100 * record['macs_removed']:.1f}% of the MACs, L2), then fine-tuned {s['ft_epochs']} epochs from the "
-           f"same pruned weights per mode, teacher the unpruned base, seed {s['seed']} everywhere, "
-           f"{record['torch_threads']} torch thread(s), {record['seconds'] / 60:.1f} min in all. One seed: differences "
-           "of a point or two are within what another seed could give.", "",
-           "| model | mAP50 | mAP50-95 |", "|---|---:|---:|"]
-    out += [f"| {k} | {v['mAP50']:.4f} | {v['mAP50-95']:.4f} |" for k, v in record["results"].items()]
+    """Distillation modes and the thin baseline (``benchmarks/distill_compare.py``'s distill.json)."""
+    s, thin, rows = record["settings"], record.get("thin"), record.get("rows", {})
+    busy = any(c and c.get("busy") for c in (record.get("latency_machine") or {}).values())
+    out = ["## Distillation modes and the thin baseline (`benchmarks/distill_compare.py`)", "",
+           f"`python benchmarks/distill_compare.py --model {s.get('model', 'yolov8n.yaml')} --n-train {s['n_train']} "
+           f"--n-val {s['n_val']} --imgsz {s['imgsz']} --base-epochs {s['base_epochs']} --ft-epochs {s['ft_epochs']} "
+           f"--target {s['target']} --seed {s['seed']}`: {record['seconds'] / 60:.1f} min wall "
+           f"({record.get('cpu_seconds', 0) / 60:.1f} min CPU) on the shared 2-core machine.", "",
+           f"Data: **synthetic** (`modprune data synth`, one class, seed {s['seed']}), {s['n_train']} training / "
+           f"{s['n_val']} validation images at {s['imgsz']} px. {s.get('model', 'yolov8n.yaml')} (nc=1) trained "
+           f"{s['base_epochs']} epochs from scratch, pruned structurally ({100 * record['macs_removed']:.1f}% of the "
+           f"MACs, L2), then fine-tuned {s['ft_epochs']} epochs from the same pruned weights per distillation mode "
+           "(teacher: the unpruned base). Thin baseline: the same yaml at the width multiple whose MACs match the "
+           f"pruned model's at {s['imgsz']} px, random init, trained {s['base_epochs'] + s['ft_epochs']} epochs "
+           f"(base + fine-tune). One seed ({s['seed']}) for every run: differences of a point or two are within what "
+           "another seed could give. Accuracy: ultralytics validator on the validation split. Latency: fused "
+           f"PyTorch, batch 1, {s['latency_imgsz']} px, 1 thread, {s['latency_rounds']} interleaved rounds, median "
+           "ratio to the base [95% bootstrap CI]; the busy-machine check "
+           + ("**fired: the latency figures are unreliable**." if busy else "did not fire."), "",
+           f"| model | mAP50 | mAP50-95 | params | MACs at {s['latency_imgsz']} px | latency ratio |",
+           "|---|---:|---:|---:|---:|---:|"]
+    for k, v in record["results"].items():
+        r = rows.get(k, {})
+        ratio = (f"{r['torch_ratio_median']:.3f} [{r['torch_ratio_ci_low']:.3f}-{r['torch_ratio_ci_high']:.3f}]"
+                 if r.get("torch_ratio_median") is not None else ("1" if k == "base" else ""))
+        cols = (f"{r['params']:,}" if "params" in r else "", f"{r['macs'] / 1e9:.3f} G" if "macs" in r else "")
+        out.append(f"| {k} | {v['mAP50']:.4f} | {v['mAP50-95']:.4f} | {cols[0]} | {cols[1]} | {ratio} |")
+    if thin:
+        out += ["", f"Thin width multiple {thin['width']:.4f} (yaml {thin['base_width']:g}) found in {thin['steps']} "
+                f"builds: {thin['macs']:,} MACs at {thin['imgsz']} px against the pruned model's "
+                f"{thin['target_macs']:,} ({100 * thin['relative_error']:+.2f}%)."]
     return out
 
 

@@ -39,7 +39,13 @@ HOOK = "modprune_register_demos"
 
 @dataclass(frozen=True)
 class DemoSettings:
-    """Sizes of one demo run (see :data:`FULL` and :data:`QUICK`)."""
+    """Sizes of one demo run (see :data:`FULL` and :data:`QUICK`).
+
+    ``thin_baseline`` adds the honest baseline (:mod:`modprune.workflows.thin_baseline`): the model's
+    yaml made natively thin to the structured model's MACs, trained from scratch for ``train_epochs +
+    finetune_epochs`` (row ``thin-scratch``). Off by default: it costs about as much as the base training
+    again.
+    """
 
     n_train: int = 256
     n_val: int = 64
@@ -51,6 +57,7 @@ class DemoSettings:
     latency_rounds: int = 15
     threads: int = 2
     seed: int = 0
+    thin_baseline: bool = False
 
 
 FULL = DemoSettings()
@@ -60,7 +67,8 @@ QUICK = DemoSettings(n_train=32, n_val=16, imgsz=96, train_epochs=2, finetune_ep
 Say = Callable[[str], None]
 ModelSource = Union[str, Callable[[], nn.Module]]
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
-_FIXED_ROWS = ("base", "structured (no fine-tune)", "structured-finetuned")
+THIN_ROW = "thin-scratch"
+_FIXED_ROWS = ("base", "structured (no fine-tune)", "structured-finetuned", THIN_ROW)
 
 
 @dataclass(frozen=True)
@@ -208,6 +216,7 @@ def run_demo(
     spec = demo if isinstance(demo, DemoSpec) else select_demo(demo, pm)
     run = _Run(spec=spec, s=settings or spec.full, out=Path(out_dir).resolve(),
                say=say or (lambda m: log.info("%s", m)))
+    run.total += int(run.s.thin_baseline)
     run.out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(run.s.seed)
     started = time.perf_counter()
@@ -215,6 +224,8 @@ def run_demo(
     _train_base(run)
     _prune_unstructured(run)
     _prune_structured(run)
+    if run.s.thin_baseline:
+        _train_thin(run)
     result = _compare(run)
     _write_outputs(run, result, started)
     return result
@@ -274,11 +285,26 @@ def _prune_structured(run: _Run) -> None:
     run.validate("structured-finetuned", structured)
 
 
+def _train_thin(run: _Run) -> None:
+    from modprune.workflows.thin_baseline import thin_baseline
+
+    s, out = run.s, run.out
+    epochs = s.train_epochs + s.finetune_epochs
+    run.step(6, f"the honest baseline: {run.spec.model_name} made natively thin to the structured model's MACs, "
+                f"trained from scratch {epochs} epochs")
+    thin, match = thin_baseline(_build(run.spec), run.models["structured-finetuned"], run.data, out / "thin",
+                                epochs=epochs, imgsz=s.imgsz, batch=s.batch, seed=s.seed)
+    save(thin, out / f"{THIN_ROW}.pt", metadata={"thin_baseline": match.to_dict(), "epochs": epochs})
+    run.models[THIN_ROW], run.reports[THIN_ROW] = thin, match
+    run.validate(THIN_ROW, thin)
+
+
 def _compare(run: _Run) -> dict[str, Any]:
     from modprune.evaluate.compare import CompareOptions, compare_models
 
     s, metrics = run.s, run.metrics
-    run.step(6, f"comparison: latency at {s.latency_imgsz}px (PyTorch and ONNX Runtime), accuracy at {s.imgsz}px")
+    run.step(run.total - 1, f"comparison: latency at {s.latency_imgsz}px (PyTorch and ONNX Runtime), accuracy at "
+                            f"{s.imgsz}px")
     paths = {name: run.out / f"{name}.pt" for name in run.models}
     options = CompareOptions(imgsz=s.latency_imgsz, threads=s.threads, rounds=s.latency_rounds)
     result = compare_models(run.models, paths=paths, options=options, progress=run.say)
@@ -293,7 +319,9 @@ def _compare(run: _Run) -> dict[str, Any]:
     from modprune.workflows.seeds import environment  # noqa: PLC0415 - what besides the seed fixes the bits
 
     result["environment"] = environment()
-    result["prune_reports"] = {name: report.to_dict() for name, report in run.reports.items()}
+    result["prune_reports"] = {name: report.to_dict() for name, report in run.reports.items() if name != THIN_ROW}
+    if THIN_ROW in run.reports:
+        result["thin_baseline"] = {**run.reports[THIN_ROW].to_dict(), "epochs": s.train_epochs + s.finetune_epochs}
     return result
 
 
@@ -302,7 +330,7 @@ def _write_outputs(run: _Run, result: dict[str, Any], started: float) -> None:
     from modprune.report import category_table
 
     s, say, spec = run.s, run.say, run.spec
-    run.step(7, "writing the report")
+    run.step(run.total, "writing the report")
     cats = {n: category_table(m, api.categorize(m)) for n, m in run.models.items()}
     report = write_report(result, run.out / "report", categories=cats, title=spec.title or f"modprune demo: {spec.name}")
     result["seconds"] = time.perf_counter() - started
@@ -317,6 +345,11 @@ def _write_outputs(run: _Run, result: dict[str, Any], started: float) -> None:
         f"mAP50 {run.metrics['structured (no fine-tune)']['mAP50']:.4f}")
     say(f"MACs removed: {spec.unstructured_label} {100 * (unstructured.macs_reduction or 0):.1f}%, structured "
         f"{100 * (structured.macs_reduction or 0):.1f}% (a MACs ratio is not a speedup: see the latency columns)")
+    if THIN_ROW in run.reports:
+        match, m = run.reports[THIN_ROW], run.metrics[THIN_ROW]
+        say(f"thin baseline: width {match.width:.4f} (yaml {match.base_width:g}), {100 * match.relative_error:+.1f}% "
+            f"MACs vs the structured model, {s.train_epochs + s.finetune_epochs} epochs from scratch: mAP50 "
+            f"{m['mAP50']:.4f}")
     say(f"report: {report}  checkpoints: {run.out}/*.pt  total {result['seconds'] / 60:.1f} min")
 
 

@@ -1,4 +1,4 @@
-"""``modprune compare BASE OTHER... [--data D] [--imgsz N] [--json F] [--report DIR]``."""
+"""``modprune compare BASE OTHER... [--data D] [--imgsz N] [--json F] [--report DIR] [--thin-baseline EPOCHS]``."""
 
 from __future__ import annotations
 
@@ -25,6 +25,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--json", dest="json_out", help="write the raw results as JSON here")
     p.add_argument("--report", help="write report.md, report.json and plots into this directory")
     p.add_argument("--trust-pickle", action="store_true", help="allow checkpoints that need arbitrary pickle code")
+    p.add_argument("--thin-baseline", type=int, metavar="EPOCHS", help="add the natively thin model with the MACs of "
+                   "--thin-match, trained from scratch for EPOCHS (base + fine-tune epochs) on --data")
+    p.add_argument("--thin-yaml", metavar="YAML", help="the thin model's architecture (default: the base's model yaml)")
+    p.add_argument("--thin-match", metavar="MODEL", help="the model whose MACs the thin one matches (default: the "
+                   "second MODEL)")
+    p.add_argument("--thin-batch", type=int, default=16, help="thin model's training batch size (default 16)")
+    p.add_argument("--thin-out", default="thin-baseline", help="where the thin yaml, training run and thin.pt go "
+                   "(default thin-baseline)")
     p.set_defaults(func=run)
 
 
@@ -60,6 +68,8 @@ def run(args: argparse.Namespace) -> int:
         log.info("[load %d/%d] %s", i, len(args.models), path)
         models[name] = load(path, trust_pickle=args.trust_pickle).float()
         paths[name] = path
+    if args.thin_baseline is not None:
+        _add_thin(args, models, paths, inputs)
     result = compare_models(models, paths=paths, options=options)  # progress: INFO lines (-q silences them)
     print(comparison_table(result, markdown=False))
     with staged_outputs() as stage:  # the JSON and the report directory land together or not at all
@@ -73,3 +83,29 @@ def run(args: argparse.Namespace) -> int:
     if args.report:
         print(f"wrote {Path(args.report) / 'report.md'}")
     return 0
+
+
+def _add_thin(args: argparse.Namespace, models: dict, paths: dict, inputs: list) -> None:
+    """Train the thin baseline (``--thin-baseline``) and add it as the last model."""
+    from modprune.cli.common import check_output
+    from modprune.exceptions import ConfigError
+    from modprune.serialization import save
+    from modprune.workflows.thin_baseline import thin_baseline
+
+    if not args.data:
+        raise ConfigError("--thin-baseline trains a model: pass --data (the dataset yaml it trains on)", None)
+    names = list(models)
+    match = args.thin_match or (args.models[1] if len(args.models) > 1 else None)
+    if match is None or match not in models:
+        raise ConfigError(f"--thin-match {match!r}: name one of the MODELs ({', '.join(names)}); with one MODEL "
+                          "pass --thin-match", match)
+    out = check_output(args.thin_out, inputs, force=True, directory=True)
+    imgsz = args.val_imgsz or args.imgsz
+    log.info("[thin] matching %s's MACs at %dpx, training %d epochs from scratch", match, imgsz, args.thin_baseline)
+    thin, found = thin_baseline(args.thin_yaml or models[names[0]], models[match], args.data, out,
+                                epochs=args.thin_baseline, imgsz=imgsz, batch=args.thin_batch)
+    name = f"thin w={found.width:.4f} ({args.thin_baseline} ep scratch)"
+    save(thin, Path(out) / "thin.pt", metadata={"thin_baseline": found.to_dict(), "epochs": args.thin_baseline})
+    log.info("[thin] width %.4f: %d MACs vs %d (%+.2f%%); saved %s", found.width, found.macs, found.target_macs,
+             100 * found.relative_error, Path(out) / "thin.pt")
+    models[name], paths[name] = thin, str(Path(out) / "thin.pt")

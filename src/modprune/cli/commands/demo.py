@@ -1,4 +1,5 @@
-"""``modprune demo [--demo NAME] [--list] [--quick] [--out DIR] [--epochs N] [--seeds 0,1,2]``: the end-to-end demo
+"""``modprune demo [--demo NAME] [--list] [--quick] [--out DIR] [--epochs N] [--seeds 0,1,2]
+[--thin-baseline]``: the end-to-end demo
 (see modprune.workflows.demo). Plugins offer demos through ``modprune_register_demos``."""
 
 from __future__ import annotations
@@ -17,6 +18,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--epochs", type=int, help="override the base model's training epochs")
     p.add_argument("--seeds", metavar="S,S,...", help="run the protocol once per seed (e.g. 0,1,2) and report "
                    "mean and spread; each seed writes OUT/seed-N")
+    p.add_argument("--thin-baseline", action="store_true", help="add the natively thin model at the structured "
+                   "model's MACs, trained from scratch for base + fine-tune epochs (about the base training's cost "
+                   "again)")
     p.set_defaults(func=run)
 
 
@@ -36,6 +40,8 @@ def run(args: argparse.Namespace) -> int:
     settings = spec.quick if args.quick else spec.full
     if args.epochs is not None:
         settings = dataclasses.replace(settings, train_epochs=args.epochs)
+    if args.thin_baseline:
+        settings = dataclasses.replace(settings, thin_baseline=True)
     out = check_output(args.out, directory=True)
     created = not out.exists()
     try:
