@@ -38,10 +38,12 @@ def test_one_curve_per_category_with_the_grid() -> None:
     assert [c.unit for c in result.curves] == units and {"conv", "depthwise_conv"} <= set(units)
     data = json.loads(result.to_json())
     assert data["ratios"] == GRID and data["by"] == "category"
-    for curve in data["curves"]:
-        assert [p["ratio"] for p in curve["points"]] == GRID, curve
-        assert all("fidelity" in p and "macs_reduction" in p for p in curve["points"])
-    assert score.calls == 1 + len(units) * len(GRID)
+    curves = {c["unit"]: c for c in data["curves"]}
+    assert curves["linear"]["points"] == [] and "removes nothing" in curves["linear"]["note"]  # feeds the output
+    for unit in ("conv", "depthwise_conv"):
+        assert [p["ratio"] for p in curves[unit]["points"]] == GRID and not curves[unit]["note"]
+        assert all("fidelity" in p and "macs_reduction" in p for p in curves[unit]["points"])
+    assert score.calls == 1 + 2 * len(GRID)
     conv = {p["ratio"]: p for p in data["curves"][units.index("conv")]["points"]}
     assert 0 < conv[0.25]["macs_reduction"] < conv[0.5]["macs_reduction"]
     assert conv[0.5]["mse_loss"] > 0 == data["baseline"]["mse_loss"]

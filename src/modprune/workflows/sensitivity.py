@@ -169,6 +169,10 @@ def _curve(model: nn.Module, by: str, unit: str, ratios: Sequence[float], score:
         except ModpruneError as exc:
             yield {"ratio": ratio, "error": str(exc)}
             continue
+        if report.params_after == report.params_before and report.macs_after == report.macs_before:
+            yield {"ratio": ratio, "error": "pruning it alone removes nothing (its channels are protected or kept "
+                                            "for the outputs)", "unprunable": True}
+            return
         yield _point(ratio, report, score(work), time.perf_counter() - started)
 
 
