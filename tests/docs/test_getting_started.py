@@ -14,6 +14,7 @@ import os
 import re
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -53,8 +54,14 @@ def test_the_page_has_the_commands_and_sizes_the_test_shrinks() -> None:
 
 
 @pytest.mark.slow
-def test_getting_started_runs_as_written(tmp_path: Path) -> None:
+@pytest.mark.timeout(1800)  # a dozen commands, three short trainings: minutes on a busy 2-core machine
+def test_getting_started_runs_as_written() -> None:
     """Every block, in order, in one shell session (``set -e``: the first failing command fails the test)."""
+    with tempfile.TemporaryDirectory(prefix="modprune-getting-started-") as tmp:  # a folder of its own
+        _run_page(Path(tmp))
+
+
+def _run_page(tmp_path: Path) -> None:
     script = ["set -euo pipefail"]
     for i, (lang, code) in enumerate(blocks(DOC.read_text())):
         for big, small in SMALLER:
