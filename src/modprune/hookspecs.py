@@ -24,6 +24,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from modprune.detectors.base import Detector
     from modprune.importance.base import Importance
     from modprune.pruners.base import Pruner
+    from modprune.pruners.heads import HeadLayout
     from modprune.recipes import Recipe
     from modprune.workflows.demo import DemoSpec
 
@@ -171,6 +172,18 @@ def modprune_unwrapped_parameters(model: nn.Module) -> list[tuple[Any, int]]:
     """Bare ``nn.Parameter`` objects used in forward that structured pruning must slice.
 
     :return: ``(parameter, channel_dim)`` pairs, as torch-pruning's ``unwrapped_parameters``.
+    """
+
+
+@hookspec
+def modprune_attention_heads(model: nn.Module) -> list[HeadLayout]:
+    """Attention modules of ``model`` that structured pruning may prune by heads or head dimensions.
+
+    Called after ``modprune_prepare_model``, before the dependency graph is built; modprune slices the
+    layers each layout names and calls its ``update`` (see :mod:`modprune.pruners.heads` and the
+    structured pruner's ``attention`` option). The module's input and output widths do not change.
+
+    :return: one :class:`modprune.pruners.heads.HeadLayout` per attention module (flat list over plugins).
     """
 
 

@@ -17,6 +17,7 @@ EXTRAS: dict[str, str] = {
     "matplotlib": "plots",
     "onnx": "onnx",
     "onnxruntime": "onnx",
+    "timm": "timm",
 }
 
 

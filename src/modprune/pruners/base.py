@@ -60,6 +60,8 @@ class PruneContext:
     protected_modules: Callable[[nn.Module], list[nn.Module]] = _empty
     unwrapped_parameters: Callable[[nn.Module], list[tuple[Any, int]]] = _empty
     finalize_model: Callable[[nn.Module], None] = _nothing
+    #: ``attention_heads(model)``: the ``modprune_attention_heads`` layouts (a flat list over the plugins).
+    attention_heads: Callable[[nn.Module], list[Any]] = _empty
 
     def score_context(self, model: nn.Module) -> ScoreContext:
         return ScoreContext(model, self.example_inputs, self.loss_fn, self.generator)

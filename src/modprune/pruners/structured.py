@@ -51,6 +51,7 @@ from modprune.importance.base import CHANNELS
 from modprune.measure import count_params
 from modprune.measure.walk import call_model, tensors_of
 from modprune.pruners.base import PruneContext, PruneOutcome, PrunePlan, Pruner
+from modprune.pruners.heads import ATTENTION_MODES, prune_attention
 from modprune.pruners.structured_graph import GraphPruner, Plan, tracing_mode
 from modprune.pruners.structured_search import Estimator, MacsTable, macs_table, search_scale
 from modprune.pruners.structured_setup import (
@@ -65,7 +66,9 @@ from modprune.pruners.structured_setup import (
     type_changes,
     unsupported_from,
 )
+from modprune.pruners.structured_heads import attention_layouts, over_budget
 from modprune.pruners.tp_patches import patched_torch_pruning
+from modprune.pruners.trace_budget import BudgetExceeded, time_budget
 
 __all__ = ["StructuredOptions", "StructuredPruner", "custom_types"]
 
@@ -77,6 +80,8 @@ TOLERANCE = 0.01
 SEARCH_TOLERANCE = 0.001
 #: Extra corrective steps when the measured result falls short of the target.
 MAX_CORRECTIONS = 2
+#: Seconds the dependency graph may take to build (``pruner_options.trace_budget``).
+DEFAULT_TRACE_BUDGET = 120.0
 
 
 @dataclass(frozen=True)
@@ -84,9 +89,20 @@ class StructuredOptions:
     """``pruner_options`` of :class:`StructuredPruner`.
 
     :param round_to: keep channel counts multiples of this (None: any count).
+    :param attention: how attention modules that plugins describe (``modprune_attention_heads``: ultralytics
+        Attention / AAttn, timm Attention) are pruned: ``auto`` (default: whole heads where the ratio removes
+        at least one, else head dimensions), ``heads``, ``head_dims``, or ``protect`` (left as they are).
+        Their input / output widths follow the plugins' protection either way.
+    :param head_ratio: fraction of heads (or of each head's dimensions) removed; None: the target times the
+        attention module's category ratio, capped at ``max_ratio``.
+    :param trace_budget: seconds building the dependency graph may take before it stops with a
+        :class:`~modprune.exceptions.TraceTimeoutError` naming the block (None: no limit).
     """
 
     round_to: int | None = None
+    attention: str = "auto"
+    head_ratio: float | None = None
+    trace_budget: float | None = DEFAULT_TRACE_BUDGET
 
     def __post_init__(self) -> None:
         value = self.round_to
@@ -94,6 +110,16 @@ class StructuredOptions:
                                   or not 1 <= value <= MAX_ROUND_TO):
             raise ConfigError(f"pruner_options round_to must be an integer in [1, {MAX_ROUND_TO}] or null, "
                               f"got {value!r}", value)
+        if self.attention not in ATTENTION_MODES:
+            raise ConfigError(f"pruner_options attention must be one of {', '.join(ATTENTION_MODES)}, "
+                              f"got {self.attention!r}", self.attention)
+        ratio = self.head_ratio
+        if ratio is not None and (isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or not 0 <= ratio < 1):
+            raise ConfigError(f"pruner_options head_ratio must be a number in [0, 1) or null, got {ratio!r}", ratio)
+        budget = self.trace_budget
+        if budget is not None and (isinstance(budget, bool) or not isinstance(budget, (int, float)) or not budget > 0):
+            raise ConfigError(f"pruner_options trace_budget must be a positive number of seconds or null (no "
+                              f"limit), got {budget!r}", budget)
 
 
 class StructuredPruner(Pruner):
@@ -206,13 +232,36 @@ class _Run:
             )
         self.output_shapes: dict[int, tuple[int, ...]] = {}
         self.custom_types = custom_types(ctx)
-        self.pruner = self._build()
         self.layers_only = False
         self._reshape_noted = False
         self.table: MacsTable | None = None
         self.start: float | None = None
         self.last = 0.0
+        self.budget = plan.options.trace_budget
+        before = self._prune_heads(plan.options)
+        self.pruner = self._build()
         self.start = self._measure()
+        if before is not None:  # the heads removed count towards the target
+            self.start = before
+
+    # --- attention ----------------------------------------------------------------------------
+
+    def _prune_heads(self, options: StructuredOptions) -> float | None:
+        """Prune the plugins' attention layouts by heads / head dims (see :mod:`modprune.pruners.heads`).
+
+        :return: the target's metric before (MACs or parameters) when anything was removed, else None.
+        """
+        if options.attention == "protect" or self.kind == "channels":
+            return None
+        layouts = attention_layouts(self.model, self.config, self.ctx, options.head_ratio)
+        if not layouts:
+            return None
+        before = self._measure()
+        lines = prune_attention(layouts, options.attention)
+        self.notes.append(f"attention ({options.attention}): {'; '.join(lines[:6])}"
+                          + (f"; ... ({len(lines)} modules)" if len(lines) > 6 else ""))
+        log.info(self.notes[-1])
+        return before
 
     # --- graph --------------------------------------------------------------------------------
 
@@ -246,7 +295,7 @@ class _Run:
             return [captured["out"], *fed] if fed else captured["out"]
 
         started = time.perf_counter()
-        with module_stack(self.model) as stack, tracing_mode(self.model):
+        with module_stack(self.model) as stack, tracing_mode(self.model), time_budget(self.model, self.budget):
             try:
                 pruner = GraphPruner(
                     self.model,
@@ -264,6 +313,8 @@ class _Run:
                 )
             except (UnsupportedModelError, PluginError):
                 raise
+            except BudgetExceeded as exc:
+                raise over_budget(exc, self.model, stack) from None
             except Exception as exc:  # torch-pruning and user models fail in many ways; name the module
                 raise unsupported_from(exc, self.model, stack, "tracing") from exc
         log.info("dependency graph built in %.2f s", time.perf_counter() - started)
