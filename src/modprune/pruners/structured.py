@@ -81,7 +81,7 @@ SEARCH_TOLERANCE = 0.001
 #: Extra corrective steps when the measured result falls short of the target.
 MAX_CORRECTIONS = 2
 #: Seconds the dependency graph may take to build (``pruner_options.trace_budget``).
-DEFAULT_TRACE_BUDGET = 120.0
+DEFAULT_TRACE_BUDGET = 300.0
 
 
 @dataclass(frozen=True)
