@@ -215,3 +215,17 @@ def test_the_trace_budget_stops_tracing_and_names_the_block() -> None:
     model[1].delay = 0.0  # the same model within its budget prunes
     report = modprune.prune(model, config, torch.randn(1, 3, 8, 8))
     assert report.achieved > 0
+
+
+def test_a_pruned_vit_saves_and_loads_without_trust_pickle(tmp_path) -> None:
+    from timm.models.vision_transformer import VisionTransformer
+
+    torch.manual_seed(0)
+    model = VisionTransformer(img_size=32, patch_size=8, embed_dim=64, depth=1, num_heads=4, num_classes=10)
+    x = torch.randn(1, 3, 32, 32)
+    modprune.prune(model, _structured(head_ratio=0.5), x)
+    modprune.save(model, tmp_path / "vit.pt")
+    loaded = modprune.load(tmp_path / "vit.pt").eval()
+    assert loaded.blocks[0].attn.num_heads == 2 and loaded.patch_embed.output_fmt is model.patch_embed.output_fmt
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(x), model.eval()(x))

@@ -236,7 +236,8 @@ def _cut_dims(layout: HeadLayout, ratio: float) -> _Cut | None:
         qkv += [c for j, c in enumerate(v) if j not in gone_v]
         kept_values += [c for j, c in enumerate(vc) if j not in gone_v]
     sizes = (layout.num_heads, layout.qk_dim - drop_qk, layout.v_dim - drop_v)
-    what = f"head dims q/k {layout.qk_dim} -> {sizes[1]}, v {layout.v_dim} -> {sizes[2]} ({layout.num_heads} heads)"
+    parts = [f"q/k {layout.qk_dim} -> {sizes[1]}" if drop_qk else "", f"v {layout.v_dim} -> {sizes[2]}" if drop_v else ""]
+    what = f"head dims {', '.join(p for p in parts if p)} ({layout.num_heads} heads)"
     return _Cut(sorted(qkv), kept_values, sizes, what)
 
 

@@ -10,6 +10,7 @@ hooks do nothing until timm is in ``sys.modules`` (a model cannot hold timm modu
 * ``modprune_attention_heads``: timm ``Attention`` (ViT, DeiT, MobileViT, ...) pruned by whole heads or
   head dimensions inside (``num_heads``, ``head_dim``, ``attn_dim`` and ``scale`` updated); modules
   with query/key or output normalisation or a gate are left as they are;
+* ``modprune_register_safe_globals``: timm's ``Format`` enum (loaded as an existing member by value);
 * ``modprune_unwrapped_parameters``: a ``VisionTransformer``'s ``pos_embed`` (tokens x channels),
   channels on its last dimension.
 """
@@ -92,6 +93,14 @@ def timm_attention_heads(model: nn.Module) -> list[HeadLayout]:
 @hookimpl
 def modprune_attention_heads(model: nn.Module) -> list[HeadLayout]:
     return timm_attention_heads(model)
+
+
+@hookimpl
+def modprune_register_safe_globals() -> list[type]:
+    """timm's ``Format`` enum (a ``PatchEmbed`` stores one), so pruned ViTs load without trust_pickle."""
+    from timm.layers.format import Format  # noqa: PLC0415
+
+    return [Format]
 
 
 @hookimpl
