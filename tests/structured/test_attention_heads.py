@@ -212,7 +212,8 @@ def test_the_trace_budget_stops_tracing_and_names_the_block() -> None:
     message = str(caught.value)
     assert "1.conv (Conv2d)" in message and "protect_modules: ['1']" in message and "trace_budget" in message
     assert caught.value.obj == "1"
-    model[1].delay = 0.0  # the same model within its budget prunes
+    model[1].delay = 0.0  # the same model within a budget it can meet prunes
+    config = modprune.PruneConfig.from_dict({**config.to_dict(), "pruner_options": {"trace_budget": 60}})
     report = modprune.prune(model, config, torch.randn(1, 3, 8, 8))
     assert report.achieved > 0
 
@@ -229,3 +230,24 @@ def test_a_pruned_vit_saves_and_loads_without_trust_pickle(tmp_path) -> None:
     assert loaded.blocks[0].attn.num_heads == 2 and loaded.patch_embed.output_fmt is model.patch_embed.output_fmt
     with torch.no_grad():
         torch.testing.assert_close(loaded(x), model.eval()(x))
+
+
+class _Colour(__import__("enum").Enum):
+    RED = "qqred"
+
+
+def test_the_restricted_unpickler_looks_up_allowlisted_enum_members_only() -> None:
+    import io
+    import pickle
+
+    from modprune.safe_pickle import UnsafePickleError, pickle_module_for
+
+    def load(data: bytes, classes: list[type]):
+        return pickle_module_for(classes).Unpickler(io.BytesIO(data)).load()
+
+    data = pickle.dumps(_Colour.RED, protocol=2)
+    assert load(data, [_Colour]) is _Colour.RED
+    with pytest.raises(UnsafePickleError):
+        load(data, [])  # not allowlisted
+    with pytest.raises(UnsafePickleError, match="unknown member"):
+        load(data.replace(b"qqred", b"qqtan"), [_Colour])
