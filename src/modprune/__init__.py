@@ -29,6 +29,7 @@ from modprune.exceptions import (
     UnreachableTargetError,
     UnsafeCheckpointError,
     UnsupportedModelError,
+    TraceTimeoutError,
 )
 from modprune.fusion import fuse
 from modprune.hookspecs import hookimpl, hookspec
@@ -65,6 +66,7 @@ __all__ = [
     "UnreachableTargetError",
     "UnsafeCheckpointError",
     "UnsupportedModelError",
+    "TraceTimeoutError",
     "__version__",
     "by_type",
     "calibrate_batchnorm",

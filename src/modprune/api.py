@@ -132,6 +132,8 @@ def _context(config: PruneConfig, pm: ModpruneManager, categories: Categories, *
 
     def removable_blocks(model: nn.Module) -> list[Any]:
         return [b for found in call_hook(pm, "modprune_removable_blocks", model=model) for b in found or []]
+    def attention_heads(model: nn.Module) -> list[Any]:
+        return [h for found in call_hook(pm, "modprune_attention_heads", model=model) for h in found or []]
 
     return PruneContext(
         importance=pm.strategies.importances.get(config.importance).configure(config.importance_options),
@@ -144,6 +146,7 @@ def _context(config: PruneConfig, pm: ModpruneManager, categories: Categories, *
         unwrapped_parameters=unwrapped_parameters,
         finalize_model=lambda model: call_hook(pm, "modprune_finalize_model", model=model),
         removable_blocks=removable_blocks,
+        attention_heads=attention_heads,
         **inputs,
     )
 

@@ -115,7 +115,8 @@ class PruneConfig:
     :param pruner_options: options of the pruner, validated by it (its ``options_type``):
         ``unstructured``: ``permanent`` (bake the zeros into the weights, True, or keep masks as
         parametrizations that stay applied through fine-tuning, False); ``structured``:
-        ``round_to`` (keep channel counts multiples of this).
+        ``round_to`` (keep channel counts multiples of this), ``attention`` (auto, heads, head_dims,
+        protect), ``head_ratio``, ``trace_budget`` (seconds; see docs/api.md).
     :param max_ratio: cap on any single layer's or category's ratio.
     :param seed: seeds random choices (random importance, tie-breaking).
     """

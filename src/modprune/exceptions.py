@@ -17,6 +17,7 @@ __all__ = [
     "ModelLoadError",
     "UnsafeCheckpointError",
     "UnsupportedModelError",
+    "TraceTimeoutError",
     "OutputPathError",
     "DatasetError",
     "PluginError",
@@ -74,6 +75,11 @@ class UnsafeCheckpointError(ModelLoadError):
 
 class UnsupportedModelError(ModpruneError):
     """The model (or one of its modules) cannot be pruned as asked; the message names the module."""
+
+
+class TraceTimeoutError(UnsupportedModelError):
+    """Building the dependency graph ran past its time budget; the message names the block it was in
+    (``obj``: its qualified name) and says how to protect it or raise the budget."""
 
 
 class OutputPathError(ModpruneError):

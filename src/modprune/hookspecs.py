@@ -25,6 +25,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from modprune.importance.base import Importance
     from modprune.pruners.base import Pruner
     from modprune.pruners.depth_blocks import RemovableBlock
+    from modprune.pruners.heads import HeadLayout
     from modprune.recipes import Recipe
     from modprune.workflows.demo import DemoSpec
 
@@ -188,6 +189,14 @@ def modprune_removable_blocks(model: nn.Module) -> list[RemovableBlock]:
     :param model: the model being pruned.
     :return: a list of :class:`modprune.pruners.depth_blocks.RemovableBlock` (module, qualified name, kind,
         removal); anything else, or a name that does not lead to its module, is skipped with a warning.
+def modprune_attention_heads(model: nn.Module) -> list[HeadLayout]:
+    """Attention modules of ``model`` that structured pruning may prune by heads or head dimensions.
+
+    Called after ``modprune_prepare_model``, before the dependency graph is built; modprune slices the
+    layers each layout names and calls its ``update`` (see :mod:`modprune.pruners.heads` and the
+    structured pruner's ``attention`` option). The module's input and output widths do not change.
+
+    :return: one :class:`modprune.pruners.heads.HeadLayout` per attention module (flat list over plugins).
     """
 
 

@@ -18,6 +18,7 @@ EXTRAS: dict[str, str] = {
     "onnx": "onnx",
     "onnxruntime": "onnx",
     "optuna": "search",
+    "timm": "timm",
 }
 
 

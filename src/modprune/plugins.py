@@ -49,6 +49,7 @@ BUILTIN_PLUGINS: tuple[tuple[str, str | None], ...] = (
     ("modprune.pruners.builtin", None),
     ("modprune.recipes.builtin", None),
     ("modprune.integrations.ultralytics.plugin", "ultralytics"),
+    ("modprune.integrations.timm.plugin", "timm"),
 )
 
 

@@ -10,7 +10,8 @@ with its own dispatch table:
   and the *state classes* given to the unpickler (PyTorch layers, plugin registrations, classes a
   modprune file declares). Nothing is imported: a name is looked up in modules already imported,
   without calling a module ``__getattr__``.
-* **Calls** (``REDUCE``) run only the allowlisted functions, each with its arguments checked
+* **Calls** (``REDUCE``) run only the allowlisted functions, each with its arguments checked, and
+  look up an allowlisted enum's existing member by its plain value
   (for example a tensor's backward hooks must be empty). A state class "called" with no arguments,
   as ``NEWOBJ`` does, is created with the ``__new__`` of a built-in type: its ``__init__``, which may
   read files, evaluate strings or download weights, never runs. A state class called with arguments
@@ -33,6 +34,7 @@ from __future__ import annotations
 import _compat_pickle
 import codecs
 import collections
+import enum
 import functools
 import inspect
 import pickle
@@ -179,6 +181,17 @@ def _plain_values() -> dict[str, Any]:
 # --- building objects from state ---------------------------------------------------------------
 
 
+def _enum_member(cls: Any, args: tuple[Any, ...]) -> Any:
+    """An allowlisted enum's existing member by its plain value (``Format('NCHW')``); no code of the
+    enum runs (its ``_missing_`` neither): an unknown value is refused."""
+    if len(args) != 1 or type(args[0]) not in (str, int):
+        raise _fail(f"a call of {_name_of(cls)} with other than one plain value", _name_of(cls))
+    member = cls._value2member_map_.get(args[0])
+    if member is None:
+        raise _fail(f"an unknown member {args[0]!r} of {_name_of(cls)}", _name_of(cls))
+    return member
+
+
 def _blank(cls: type) -> Any:
     """``cls`` created without running any Python code of it (no ``__init__``, no Python ``__new__``)."""
     for klass in cls.__mro__:
@@ -314,6 +327,8 @@ class RestrictedUnpickler(pickle._Unpickler):  # type: ignore[name-defined,misc]
     def _call(self, func: Any, args: Any) -> Any:
         if type(args) is not tuple:
             raise _fail("a call whose arguments are not a tuple", "REDUCE")
+        if isinstance(func, enum.EnumMeta) and func in self._state_classes:
+            return _enum_member(func, args)
         if isinstance(func, type) and func in self._state_classes:
             if args:  # calling an allowlisted class with arguments = running its constructor
                 raise _fail(f"a call of {_name_of(func)} with arguments (its constructor)", _name_of(func))

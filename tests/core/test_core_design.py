@@ -157,12 +157,17 @@ class Calls:
     @hookimpl
     def modprune_protected_modules(self, model: nn.Module) -> list[nn.Module]:
         self.called.append("modprune_protected_modules")
-        return [m for m in model.modules() if isinstance(m, Gate)]
+        return [m for m in model.modules() if isinstance(m, (Gate, TinyAttention))]
 
     @hookimpl
     def modprune_unwrapped_parameters(self, model: nn.Module) -> list[tuple[Any, int]]:
         self.called.append("modprune_unwrapped_parameters")
         return [(p, 0) for n, p in model.named_parameters() if n.endswith("scale")]
+
+    @hookimpl
+    def modprune_attention_heads(self, model: nn.Module) -> list[Any]:
+        self.called.append("modprune_attention_heads")
+        return [m.layout() for m in model.modules() if isinstance(m, TinyAttention)]
 
     @hookimpl
     def modprune_finalize_model(self, model: nn.Module) -> None:
@@ -240,6 +245,31 @@ GATE_PRUNER = GatePruner()
 
 def _model() -> nn.Module:
     return nn.Sequential(nn.Conv2d(3, 3, 1), Gate())
+
+
+class TinyAttention(nn.Module):
+    """Multi-head self-attention over the pixels of a feature map, heads sized by stored numbers."""
+
+    def __init__(self, dim: int = 8, heads: int = 4) -> None:
+        super().__init__()
+        self.heads, self.dim_head = heads, dim // heads
+        self.qkv = nn.Conv2d(dim, 3 * dim, 1)
+        self.proj = nn.Conv2d(dim, dim, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, _, h, w = x.shape
+        q, k, v = self.qkv(x).view(b, self.heads, 3 * self.dim_head, h * w).split(self.dim_head, dim=2)
+        scores = (q.transpose(-2, -1) @ k).softmax(-1)
+        return x + self.proj((v @ scores.transpose(-2, -1)).reshape(b, -1, h, w))
+
+    def layout(self) -> Any:
+        from modprune.pruners.heads import HeadLayout
+
+        def update(heads: int, qk: int, _v: int) -> None:
+            self.heads, self.dim_head = heads, qk
+
+        return HeadLayout(module=self, num_heads=self.heads, qk_dim=self.dim_head, v_dim=self.dim_head,
+                          qkv=self.qkv, update=update, v_readers=(self.proj,), tied_dims=True)
 
 
 def _ex_detectors(pm: ModpruneManager, plugin: Calls, tmp_path: Path) -> None:
@@ -331,6 +361,19 @@ def _ex_unwrapped_parameters(pm: ModpruneManager, plugin: Calls, tmp_path: Path)
     assert len(pairs) == 1 and pairs[0][0] is model.scale
 
 
+def _ex_attention_heads(pm: ModpruneManager, plugin: Calls, tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 8, 1), TinyAttention(), nn.Conv2d(8, 16, 1), nn.Conv2d(16, 2, 1))
+    config = modprune.PruneConfig(method="structured", target=0.2, target_kind="params",
+                                  pruner_options={"head_ratio": 0.5}, protect_modules=("1",))
+    modprune.prune(model, config, torch.randn(1, 3, 4, 4), pm=pm)  # protected: its heads stay
+    assert model[1].heads == 4
+    config = modprune.PruneConfig.from_dict({**config.to_dict(), "protect_modules": []})
+    modprune.prune(model, config, torch.randn(1, 3, 4, 4), pm=pm)
+    assert (model[1].heads, model[1].qkv.out_channels, model[1].proj.in_channels) == (2, 12, 4)
+    assert model(torch.randn(1, 3, 4, 4)).shape == (1, 2, 4, 4)
+
+
 def _ex_finalize_model(pm: ModpruneManager, plugin: Calls, tmp_path: Path) -> None:
     model = _model()
     pm.hook.modprune_finalize_model(model=model)
@@ -392,6 +435,7 @@ HOOK_EXERCISES: dict[str, Callable[[ModpruneManager, Calls, Path], None]] = {
     "modprune_prepare_model": _ex_prepare_model,
     "modprune_protected_modules": _ex_protected_modules,
     "modprune_unwrapped_parameters": _ex_unwrapped_parameters,
+    "modprune_attention_heads": _ex_attention_heads,
     "modprune_finalize_model": _ex_finalize_model,
     "modprune_fusable_pairs": _ex_fusable_pairs,
     "modprune_removable_blocks": _ex_removable_blocks,

@@ -132,7 +132,7 @@ def test_attention_modules_are_protected(build, pm) -> None:
     model = build("yolo12n")
     attention = {n: p.detach().clone() for n, p in model.named_parameters() if ".attn." in n}
     assert attention
-    _prune(model, pm, target=0.4)
+    _prune(model, pm, target=0.4, pruner_options={"attention": "protect"})
     now = dict(model.named_parameters())
     for name, tensor in attention.items():
         assert torch.equal(now[name], tensor), name

@@ -65,6 +65,8 @@ class PruneContext:
     removable_blocks: Callable[[nn.Module], list[Any]] = _empty
     #: A :class:`modprune.measure.LatencyTable` for ``target_kind="latency"`` (None: measured on this machine).
     latency_table: Any = None
+    #: ``attention_heads(model)``: the ``modprune_attention_heads`` layouts (a flat list over the plugins).
+    attention_heads: Callable[[nn.Module], list[Any]] = _empty
 
     def score_context(self, model: nn.Module) -> ScoreContext:
         return ScoreContext(model, self.example_inputs, self.loss_fn, self.generator)

@@ -56,6 +56,7 @@ from modprune.measure.latency_model import vector_multiple
 from modprune.measure.latency_table import BACKENDS, LatencyTable, MeasuredLatencyTable
 from modprune.measure.walk import call_model, tensors_of
 from modprune.pruners.base import PruneContext, PruneOutcome, PrunePlan, Pruner
+from modprune.pruners.heads import ATTENTION_MODES, prune_attention
 from modprune.pruners.structured_graph import GraphPruner, Plan, tracing_mode
 from modprune.pruners.structured_latency import LatencyGoal
 from modprune.pruners.structured_search import Estimator, MacsTable, macs_table, search_scale
@@ -71,7 +72,9 @@ from modprune.pruners.structured_setup import (
     type_changes,
     unsupported_from,
 )
+from modprune.pruners.structured_heads import attention_layouts, over_budget
 from modprune.pruners.tp_patches import patched_torch_pruning
+from modprune.pruners.trace_budget import BudgetExceeded, time_budget
 
 __all__ = ["StructuredOptions", "StructuredPruner", "custom_types"]
 
@@ -85,6 +88,8 @@ SEARCH_TOLERANCE = 0.001
 MAX_CORRECTIONS = 3
 #: A latency target is met within this many points (measured latency is noisier than counts).
 LATENCY_TOLERANCE = 0.02
+#: Seconds the dependency graph may take to build (``pruner_options.trace_budget``).
+DEFAULT_TRACE_BUDGET = 300.0
 
 
 @dataclass(frozen=True)
@@ -98,12 +103,23 @@ class StructuredOptions:
     :param latency_backend: latency target only, when no table is given: the backend the per-layer
         table is measured on (``torch-cpu`` or ``onnxruntime-cpu``).
     :param latency_threads: latency target only: threads the latency is measured and predicted for.
+    :param attention: how attention modules that plugins describe (``modprune_attention_heads``: ultralytics
+        Attention / AAttn, timm Attention) are pruned: ``auto`` (default: whole heads where the ratio removes
+        at least one, else head dimensions), ``heads``, ``head_dims``, or ``protect`` (left as they are).
+        Their input / output widths follow the plugins' protection either way.
+    :param head_ratio: fraction of heads (or of each head's dimensions) removed; None: the target times the
+        attention module's category ratio, capped at ``max_ratio``.
+    :param trace_budget: seconds building the dependency graph may take before it stops with a
+        :class:`~modprune.exceptions.TraceTimeoutError` naming the block (None: no limit).
     """
 
     round_to: int | None = None
     align: int | str = "auto"
     latency_backend: str = "torch-cpu"
     latency_threads: int = 1
+    attention: str = "auto"
+    head_ratio: float | None = None
+    trace_budget: float | None = DEFAULT_TRACE_BUDGET
 
     def __post_init__(self) -> None:
         value = self.round_to
@@ -122,6 +138,16 @@ class StructuredOptions:
         threads = self.latency_threads
         if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
             raise ConfigError(f"pruner_options latency_threads must be an integer >= 1, got {threads!r}", threads)
+        if self.attention not in ATTENTION_MODES:
+            raise ConfigError(f"pruner_options attention must be one of {', '.join(ATTENTION_MODES)}, "
+                              f"got {self.attention!r}", self.attention)
+        ratio = self.head_ratio
+        if ratio is not None and (isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or not 0 <= ratio < 1):
+            raise ConfigError(f"pruner_options head_ratio must be a number in [0, 1) or null, got {ratio!r}", ratio)
+        budget = self.trace_budget
+        if budget is not None and (isinstance(budget, bool) or not isinstance(budget, (int, float)) or not budget > 0):
+            raise ConfigError(f"pruner_options trace_budget must be a positive number of seconds or null (no "
+                              f"limit), got {budget!r}", budget)
 
     def alignment(self) -> int:
         """The width multiple of a latency target (1: any width)."""
@@ -280,13 +306,36 @@ class _Run:
             )
         self.output_shapes: dict[int, tuple[int, ...]] = {}
         self.custom_types = custom_types(ctx)
-        self.pruner = self._build()
         self.layers_only = False
         self._reshape_noted = False
         self.table: MacsTable | None = None
         self.start: float | None = None
         self.last = 0.0
+        self.budget = plan.options.trace_budget
+        before = self._prune_heads(plan.options)
+        self.pruner = self._build()
         self.start = self._measure()
+        if before is not None:  # the heads removed count towards the target
+            self.start = before
+
+    # --- attention ----------------------------------------------------------------------------
+
+    def _prune_heads(self, options: StructuredOptions) -> float | None:
+        """Prune the plugins' attention layouts by heads / head dims (see :mod:`modprune.pruners.heads`).
+
+        :return: the target's metric before (MACs or parameters) when anything was removed, else None.
+        """
+        if options.attention == "protect" or self.kind == "channels":
+            return None
+        layouts = attention_layouts(self.model, self.config, self.ctx, options.head_ratio)
+        if not layouts:
+            return None
+        before = self._measure()
+        lines = prune_attention(layouts, options.attention)
+        self.notes.append(f"attention ({options.attention}): {'; '.join(lines[:6])}"
+                          + (f"; ... ({len(lines)} modules)" if len(lines) > 6 else ""))
+        log.info(self.notes[-1])
+        return before
 
     # --- graph --------------------------------------------------------------------------------
 
@@ -321,7 +370,7 @@ class _Run:
 
         started = time.perf_counter()
         log.info("tracing the dependency graph (%d root layers)", len(self.roots.base))
-        with module_stack(self.model) as stack, tracing_mode(self.model):
+        with module_stack(self.model) as stack, tracing_mode(self.model), time_budget(self.model, self.budget):
             try:
                 pruner = GraphPruner(
                     self.model,
@@ -339,6 +388,8 @@ class _Run:
                 )
             except (UnsupportedModelError, PluginError):
                 raise
+            except BudgetExceeded as exc:
+                raise over_budget(exc, self.model, stack) from None
             except Exception as exc:  # torch-pruning and user models fail in many ways; name the module
                 raise unsupported_from(exc, self.model, stack, "tracing") from exc
         log.info("dependency graph built in %.2f s", time.perf_counter() - started)

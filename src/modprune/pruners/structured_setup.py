@@ -175,11 +175,16 @@ def _protect_plugin_modules(model: nn.Module, ctx: PruneContext, out: Protection
         name = names[id(module)]
         by_category[ctx.categories.modules.get(name, "other")].append(describe(name, module))
     for category, items in sorted(by_category.items()):
-        subject = "attention protected by plugins" if category == "attention" else (
-            f"protected by plugins, category {category!r}")
+        if category == "attention":
+            out.notes.append(
+                f"attention protected by plugins (modprune_protected_modules): {len(items)} modules keep their input "
+                "and output widths, with the channels they share; inside, heads are pruned where a plugin describes "
+                f"them (pruner_options attention) ({_short_list(items)})"
+            )
+            continue
         out.notes.append(
-            f"{subject} (modprune_protected_modules): {len(items)} modules left untouched, with the channels they "
-            f"share ({_short_list(items)})"
+            f"protected by plugins, category {category!r} (modprune_protected_modules): {len(items)} modules left "
+            f"untouched, with the channels they share ({_short_list(items)})"
         )
 
 

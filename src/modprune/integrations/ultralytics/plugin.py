@@ -19,6 +19,8 @@ What the hooks do:
   channels are reshaped into heads, which torch-pruning cannot slice consistently; building a group
   through yolo11's C2PSA attention also ran away in memory);
 * ``modprune_unwrapped_parameters``: A2C2f's residual ``gamma`` (one value per output channel);
+* ``modprune_attention_heads``: the head layouts of Attention and AAttn (pruned by heads / head dimensions
+  inside, their outer widths protected as above; :mod:`~modprune.integrations.ultralytics.heads`);
 * ``modprune_finalize_model``: refresh the split blocks' stored widths;
 * ``modprune_fusable_pairs``: the conv and BatchNorm of every ``Conv`` block (for ``modprune.fuse``);
 * ``modprune_removable_blocks``: every ``Bottleneck`` with a shortcut (for the ``depth`` pruner);
@@ -126,7 +128,8 @@ def modprune_protected_modules(model: nn.Module) -> list[nn.Module]:
     attention = detectors.attention_modules(model)
     if attention:
         log.info(
-            "protecting %d ultralytics attention modules (heads reshaped from channels cannot be channel-pruned)",
+            "protecting the outer widths of %d ultralytics attention modules (pruned inside by heads, see "
+            "pruner_options attention)",
             len(attention),
         )
     return protected
@@ -143,6 +146,13 @@ def modprune_unwrapped_parameters(model: nn.Module) -> list[tuple[Any, int]]:
         for m in model.modules()
         if isinstance(m, A2C2f) and isinstance(getattr(m, "gamma", None), nn.Parameter)
     ]
+
+
+@hookimpl
+def modprune_attention_heads(model: nn.Module) -> list[Any]:
+    from modprune.integrations.ultralytics.heads import attention_heads  # noqa: PLC0415
+
+    return attention_heads(model)
 
 
 @hookimpl
