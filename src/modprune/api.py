@@ -132,6 +132,7 @@ def _context(config: PruneConfig, pm: ModpruneManager, categories: Categories, *
 
     def removable_blocks(model: nn.Module) -> list[Any]:
         return [b for found in call_hook(pm, "modprune_removable_blocks", model=model) for b in found or []]
+
     def attention_heads(model: nn.Module) -> list[Any]:
         return [h for found in call_hook(pm, "modprune_attention_heads", model=model) for h in found or []]
 

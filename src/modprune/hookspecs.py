@@ -189,6 +189,10 @@ def modprune_removable_blocks(model: nn.Module) -> list[RemovableBlock]:
     :param model: the model being pruned.
     :return: a list of :class:`modprune.pruners.depth_blocks.RemovableBlock` (module, qualified name, kind,
         removal); anything else, or a name that does not lead to its module, is skipped with a warning.
+    """
+
+
+@hookspec
 def modprune_attention_heads(model: nn.Module) -> list[HeadLayout]:
     """Attention modules of ``model`` that structured pruning may prune by heads or head dimensions.
 
