@@ -9,7 +9,7 @@ STAMP := $(VENV)/.modprune-installed
 DEPS := pyproject.toml plugins/tokenc3-lsnet/pyproject.toml Makefile
 PYTEST_ARGS ?=
 
-.PHONY: setup demo demo-quick test test-fast test-zoo bench results clean
+.PHONY: setup demo demo-quick test test-fast test-long bench results clean
 
 setup: $(STAMP)
 
@@ -31,9 +31,10 @@ test: setup
 test-fast: setup
 	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
 
-# Every public architecture of tests/zoo (the default suite runs three of them): 20-40 min on 2 cores.
-test-zoo: setup
-	MODPRUNE_ZOO=1 $(PY) -m pytest tests/zoo $(PYTEST_ARGS)
+# The long tests the default suite leaves out: every public architecture of tests/zoo (it runs three of
+# them) and docs/getting-started.md executed as written: 30-50 min on 2 cores.
+test-long: setup
+	MODPRUNE_LONG_TESTS=1 $(PY) -m pytest tests/zoo tests/docs/test_getting_started.py $(PYTEST_ARGS)
 
 bench: setup
 	$(PY) -m pytest benchmarks --benchmark-only -p no:cacheprovider $(PYTEST_ARGS)

@@ -54,6 +54,8 @@ def test_the_page_has_the_commands_and_sizes_the_test_shrinks() -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.skipif(os.environ.get("MODPRUNE_LONG_TESTS") != "1",
+                    reason="the whole page (several minutes of training) runs with make test-long")
 @pytest.mark.timeout(1800)  # a dozen commands, three short trainings: minutes on a busy 2-core machine
 def test_getting_started_runs_as_written() -> None:
     """Every block, in order, in one shell session (``set -e``: the first failing command fails the test)."""

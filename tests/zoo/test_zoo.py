@@ -67,15 +67,15 @@ def prune_case(case: Case, tmp_path) -> str:
 
 
 #: Cases every ``make test`` runs (one per source and task kind, ~1 min together); the whole zoo runs with
-#: ``make test-zoo`` (``MODPRUNE_ZOO=1``): 20-40 min on a 2-core CPU, too long for the default suite.
+#: ``make test-long`` (``MODPRUNE_LONG_TESTS=1``): 20-40 min on a 2-core CPU, too long for the default suite.
 SMOKE = ("timm/resnet18", "torchvision/mobilenet_v2", "ultralytics/yolov8n-seg.yaml")
-FULL_ZOO = os.environ.get("MODPRUNE_ZOO") == "1"
+FULL_ZOO = os.environ.get("MODPRUNE_LONG_TESTS") == "1"
 
 
 def _param(case: Case) -> object:
     if case.id in SMOKE or FULL_ZOO:
         return pytest.param(case, id=case.id)
-    return pytest.param(case, id=case.id, marks=pytest.mark.skip(reason="the whole zoo runs with make test-zoo"))
+    return pytest.param(case, id=case.id, marks=pytest.mark.skip(reason="the whole zoo runs with make test-long"))
 
 
 @pytest.mark.timeout(240)
