@@ -88,7 +88,7 @@ def run_modprune(case: Case, x: Any, before: list) -> dict[str, Any]:
 
     model = case.build().eval()
     config = modprune.PruneConfig(method="structured", target=case.target, target_kind="macs",
-                                  protect_modules=case.protect_modules)
+                                  protect_modules=case.protect_modules, pruner_options=case.pruner_options)
     try:
         report = modprune.prune(model, config, x)
     except (modprune.UnsupportedModelError, modprune.UnreachableTargetError) as exc:
