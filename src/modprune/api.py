@@ -130,6 +130,9 @@ def _context(config: PruneConfig, pm: ModpruneManager, categories: Categories, *
     def unwrapped_parameters(model: nn.Module) -> list[tuple[Any, int]]:
         return [p for found in call_hook(pm, "modprune_unwrapped_parameters", model=model) for p in found or []]
 
+    def equal_width_layers(model: nn.Module) -> list[tuple[nn.Module, ...]]:
+        return [tuple(s) for found in call_hook(pm, "modprune_equal_width_layers", model=model) for s in found or []]
+
     return PruneContext(
         importance=pm.strategies.importances.get(config.importance).configure(config.importance_options),
         categories=categories,
@@ -140,6 +143,7 @@ def _context(config: PruneConfig, pm: ModpruneManager, categories: Categories, *
         protected_modules=protected_modules,
         unwrapped_parameters=unwrapped_parameters,
         finalize_model=lambda model: call_hook(pm, "modprune_finalize_model", model=model),
+        equal_width_layers=equal_width_layers,
         **inputs,
     )
 

@@ -41,9 +41,10 @@ def _empty(*_: Any, **__: Any) -> list[Any]:
 class PruneContext:
     """Everything a pruner may use besides the model and config (read-only).
 
-    The four callables are the structured-pruning plugin hooks, already bound to every plugin:
-    ``prepare_model(model, config)`` (``modprune_prepare_model``), ``protected_modules(model)`` and
-    ``unwrapped_parameters(model)`` (each a flat list over the plugins), ``finalize_model(model)``.
+    The five callables are the structured-pruning plugin hooks, already bound to every plugin:
+    ``prepare_model(model, config)`` (``modprune_prepare_model``), ``protected_modules(model)``,
+    ``unwrapped_parameters(model)`` and ``equal_width_layers(model)`` (each a flat list over the
+    plugins), ``finalize_model(model)``.
     """
 
     importance: Importance
@@ -60,6 +61,7 @@ class PruneContext:
     protected_modules: Callable[[nn.Module], list[nn.Module]] = _empty
     unwrapped_parameters: Callable[[nn.Module], list[tuple[Any, int]]] = _empty
     finalize_model: Callable[[nn.Module], None] = _nothing
+    equal_width_layers: Callable[[nn.Module], list[tuple[nn.Module, ...]]] = _empty
 
     def score_context(self, model: nn.Module) -> ScoreContext:
         return ScoreContext(model, self.example_inputs, self.loss_fn, self.generator)

@@ -29,7 +29,9 @@ For plugin authors, what makes a custom block structurally prunable (all through
 * ``modprune_unwrapped_parameters``: ``(parameter, channel_dim)`` for bare parameters with several
   non-singleton dimensions (one with a single such dimension is pruned along it and reported);
 * ``modprune_protected_modules``: modules that must stay bit-identical (their inputs too);
-* ``modprune_finalize_model``: refresh stored widths / split sizes after pruning.
+* ``modprune_finalize_model``: refresh stored widths / split sizes after pruning;
+* ``modprune_equal_width_layers``: layers whose output widths must end equal with
+  ``pruner_options: {portable: true}`` (see :mod:`modprune.pruners.structured_equal`).
 """
 
 from __future__ import annotations
@@ -51,6 +53,7 @@ from modprune.importance.base import CHANNELS
 from modprune.measure import count_params
 from modprune.measure.walk import call_model, tensors_of
 from modprune.pruners.base import PruneContext, PruneOutcome, PrunePlan, Pruner
+from modprune.pruners.structured_equal import equalize_widths
 from modprune.pruners.structured_graph import GraphPruner, Plan, tracing_mode
 from modprune.pruners.structured_search import Estimator, MacsTable, macs_table, search_scale
 from modprune.pruners.structured_setup import (
@@ -84,9 +87,14 @@ class StructuredOptions:
     """``pruner_options`` of :class:`StructuredPruner`.
 
     :param round_to: keep channel counts multiples of this (None: any count).
+    :param portable: after pruning, narrow the layers plugins name through
+        ``modprune_equal_width_layers`` to equal widths (e.g. both halves of a split C2f block, so the
+        checkpoint is written with ultralytics' own classes and loads where modprune is not installed).
+        Removes a few channels more than the target asks for.
     """
 
     round_to: int | None = None
+    portable: bool = False
 
     def __post_init__(self) -> None:
         value = self.round_to
@@ -94,6 +102,8 @@ class StructuredOptions:
                                   or not 1 <= value <= MAX_ROUND_TO):
             raise ConfigError(f"pruner_options round_to must be an integer in [1, {MAX_ROUND_TO}] or null, "
                               f"got {value!r}", value)
+        if not isinstance(self.portable, bool):
+            raise ConfigError(f"pruner_options portable must be true or false, got {self.portable!r}", self.portable)
 
 
 class StructuredPruner(Pruner):
@@ -138,6 +148,8 @@ class StructuredPruner(Pruner):
         with patched_torch_pruning():  # torch-pruning is as found again once this block exits
             run = _Run(model, plan, ctx, notes)
             achieved = run.execute()
+            if plan.options.portable:
+                run.equalize()
         ctx.finalize_model(model)
         run.check_outputs()
         model.zero_grad(set_to_none=True)
@@ -374,6 +386,22 @@ class _Run:
         )
         log.info(self.notes[-1])
         return after
+
+    def equalize(self) -> None:
+        """``portable``: narrow the layer sets plugins name (``modprune_equal_width_layers``) to equal widths."""
+        sets = self.ctx.equal_width_layers(self.model)
+        with tracing_mode(self.model):
+            done = equalize_widths(self.model, self.pruner.DG, sets, self.pruner.frozen_ids)
+        self._note_fixes(sync_stored_sizes(self.model))
+        if done.narrowed:
+            self.notes.append(f"portable: {len(done.narrowed)} layers narrowed to equal widths "
+                              f"({done.channels_removed} channels more than the target asked): "
+                              f"{', '.join(done.narrowed[:6])}{' ...' if len(done.narrowed) > 6 else ''}")
+            self._measure()
+        if done.skipped:
+            self.notes.append(f"portable: left unequal: {', '.join(done.skipped[:6])}")
+        if not sets:
+            self.notes.append("portable: no plugin names layers to keep equal in this model (nothing to do)")
 
     def _note_fixes(self, fixed: list[str]) -> None:
         """Notes on stored sizes set from the weights and on groups left alone (once each)."""

@@ -20,6 +20,8 @@ What the hooks do:
   through yolo11's C2PSA attention also ran away in memory);
 * ``modprune_unwrapped_parameters``: A2C2f's residual ``gamma`` (one value per output channel);
 * ``modprune_finalize_model``: refresh the split blocks' stored widths;
+* ``modprune_equal_width_layers``: the two first convolutions of each split block, kept equal with
+  ``pruner_options: {portable: true}`` so the block is saved as its ultralytics class;
 * ``modprune_fusable_pairs``: the conv and BatchNorm of every ``Conv`` block (for ``modprune.fuse``);
 * ``modprune_load_model`` / ``modprune_save_model``: checkpoints and yamls
   (:mod:`~modprune.integrations.ultralytics.checkpoint`).
@@ -149,6 +151,16 @@ def modprune_finalize_model(model: nn.Module) -> None:
     for module in model.modules():
         if isinstance(module, SplitBlock):
             module.update_widths()
+
+
+@hookimpl
+def modprune_equal_width_layers(model: nn.Module) -> list[tuple[nn.Module, ...]]:
+    """Both first convolutions of each split block with an ultralytics class (``portable`` pruning)."""
+    if "ultralytics" not in sys.modules:
+        return []
+    from modprune.integrations.ultralytics.portable import equal_width_pairs  # noqa: PLC0415
+
+    return list(equal_width_pairs(model))
 
 
 @hookimpl
