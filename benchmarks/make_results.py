@@ -120,9 +120,11 @@ def deploy_section(table_md: Path) -> list[str]:
     return ["## Deployment: dense / pruned, fp32 / INT8 (exported files)", "",
             f"`python benchmarks/deploy_table.py --base {meta['base']} --pruned {meta['pruned']} --data {meta['data']} "
             f"--imgsz {meta['imgsz']} --threads {meta['threads']} --rounds {meta['rounds']} "
-            f"--calib-images {meta['calib_images']}{' --openvino' if meta['openvino'] else ''}`. Files from "
+            f"--calib-images {meta['calib_images']}{' --openvino' if meta['openvino'] else ''}"
+            f"{' --val-imgsz ' + str(meta['val_imgsz']) if meta.get('val_imgsz') else ''}`. Files from "
             "ultralytics' exporter; INT8: ONNX Runtime static QDQ, per-channel weights (OpenVINO: NNCF). Latency: "
-            f"batch 1, {meta['imgsz']} px, {meta['threads']} thread(s), interleaved rounds; mAP: `YOLO(file).val`.",
+            f"batch 1, {meta['imgsz']} px, {meta['threads']} thread(s), interleaved rounds; mAP: `YOLO(file).val` at "
+            f"{meta.get('val_imgsz') or meta['imgsz']} px.",
             "", table_md.read_text().strip()]
 def distill_section(record: dict[str, Any]) -> list[str]:
     """Distillation modes and the thin baseline (``benchmarks/distill_compare.py``'s distill.json)."""

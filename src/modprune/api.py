@@ -136,6 +136,9 @@ def _context(config: PruneConfig, pm: ModpruneManager, categories: Categories, *
     def attention_heads(model: nn.Module) -> list[Any]:
         return [h for found in call_hook(pm, "modprune_attention_heads", model=model) for h in found or []]
 
+    def equal_width_layers(model: nn.Module) -> list[tuple[nn.Module, ...]]:
+        return [tuple(s) for found in call_hook(pm, "modprune_equal_width_layers", model=model) for s in found or []]
+
     return PruneContext(
         importance=pm.strategies.importances.get(config.importance).configure(config.importance_options),
         categories=categories,
@@ -148,6 +151,7 @@ def _context(config: PruneConfig, pm: ModpruneManager, categories: Categories, *
         finalize_model=lambda model: call_hook(pm, "modprune_finalize_model", model=model),
         removable_blocks=removable_blocks,
         attention_heads=attention_heads,
+        equal_width_layers=equal_width_layers,
         **inputs,
     )
 

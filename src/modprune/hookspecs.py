@@ -212,6 +212,20 @@ def modprune_finalize_model(model: nn.Module) -> None:
     """Update module attributes after structured pruning (e.g. stored split sizes, widths)."""
 
 
+@hookspec
+def modprune_equal_width_layers(model: nn.Module) -> list[tuple[nn.Module, ...]]:
+    """Layers whose output widths must end equal when structured pruning runs with
+    ``pruner_options: {portable: true}``.
+
+    Called on the prepared (rewritten) model once the pruning steps are done. For example the two
+    first convolutions of a block split for pruning: with equal widths the block can be written back
+    as the original class, so the checkpoint loads without the plugin. modprune narrows the wider
+    layers of each tuple (lowest-L2 output channels first, through the dependency graph).
+
+    :return: tuples of convolution / linear layers of ``model``, each to end at one width.
+    """
+
+
 # --- Phase 5: the inference form ------------------------------------------------------------
 
 

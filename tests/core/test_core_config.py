@@ -109,6 +109,7 @@ def test_target_kind_must_suit_the_method(method: str, kind: str) -> None:
         ("unstructured", {"round_to": 8}, "unknown pruner_options round_to; valid: permanent"),
         ("structured", {"round_to": 0}, "round_to must be an integer in \\[1, 65536\\]"),
         ("structured", {"permanent": False}, "unknown pruner_options permanent; valid: round_to"),
+        ("structured", {"portable": 1}, "portable must be true or false"),
     ],
 )
 def test_pruner_options_are_validated_by_the_pruner(method: str, options: dict[str, Any], match: str) -> None:

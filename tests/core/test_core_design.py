@@ -59,6 +59,17 @@ class Gate(nn.Module):
         return self.conv(x).sigmoid()
 
 
+class TwoBranch(nn.Module):
+    """Two parallel convolutions of different widths, concatenated: a plugin wants them equal."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a, self.b, self.c = nn.Conv2d(3, 8, 1), nn.Conv2d(3, 16, 1), nn.Conv2d(24, 4, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.c(torch.cat([self.a(x), self.b(x)], 1))
+
+
 class NormedGate(nn.Module):
     """conv -> BatchNorm inside one block's forward that torch.fx cannot trace (data-dependent branch):
     only its plugin can tell ``modprune.fuse`` the pair."""
@@ -173,6 +184,11 @@ class Calls:
     def modprune_finalize_model(self, model: nn.Module) -> None:
         self.called.append("modprune_finalize_model")
         model.finalized = True  # type: ignore[attr-defined]
+
+    @hookimpl
+    def modprune_equal_width_layers(self, model: nn.Module) -> list[tuple[nn.Module, ...]]:
+        self.called.append("modprune_equal_width_layers")
+        return [(m.a, m.b) for m in model.modules() if isinstance(m, TwoBranch)]
 
     @hookimpl
     def modprune_fusable_pairs(self, model: nn.Module) -> list[tuple[nn.Module, nn.Module]]:
@@ -380,6 +396,18 @@ def _ex_finalize_model(pm: ModpruneManager, plugin: Calls, tmp_path: Path) -> No
     assert model.finalized
 
 
+def _ex_equal_width_layers(pm: ModpruneManager, plugin: Calls, tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    config = modprune.PruneConfig(method="structured", target=0.25, target_kind="channels", importance="l2",
+                                  pruner_options={"portable": True})
+    model = TwoBranch()
+    report = modprune.prune(model, config, example_inputs=torch.rand(1, 3, 8, 8), pm=pm)
+    assert model.a.out_channels == model.b.out_channels == model.a.weight.shape[0] < 8
+    assert model.c.in_channels == 2 * model.a.out_channels
+    assert any(n.startswith("portable: ") for n in report.notes), report.notes
+    model(torch.rand(1, 3, 8, 8))
+
+
 def _ex_fusable_pairs(pm: ModpruneManager, plugin: Calls, tmp_path: Path) -> None:
     torch.manual_seed(0)
     model = NormedGate()
@@ -437,6 +465,7 @@ HOOK_EXERCISES: dict[str, Callable[[ModpruneManager, Calls, Path], None]] = {
     "modprune_unwrapped_parameters": _ex_unwrapped_parameters,
     "modprune_attention_heads": _ex_attention_heads,
     "modprune_finalize_model": _ex_finalize_model,
+    "modprune_equal_width_layers": _ex_equal_width_layers,
     "modprune_fusable_pairs": _ex_fusable_pairs,
     "modprune_removable_blocks": _ex_removable_blocks,
     "modprune_register_commands": _ex_commands,

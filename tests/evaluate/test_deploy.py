@@ -201,3 +201,116 @@ def test_compare_int8_needs_data():
 
     with pytest.raises(ConfigError, match="int8 rows need"):
         CompareOptions(int8=True)
+
+
+def _split_halves(model) -> list[tuple[int, int]]:
+    from modprune.integrations.ultralytics.blocks import SplitBlock
+    from modprune.integrations.ultralytics.portable import split_widths
+
+    return [split_widths(b) for b in model.modules() if isinstance(b, SplitBlock)]
+
+
+@pytest.mark.slow
+def test_portable_pruner_option_keeps_split_halves_equal(yolov8n):
+    import copy
+    import dataclasses
+
+    from modprune.integrations.ultralytics.portable import required_packages, to_stock_blocks
+
+    cfg = modprune.load_recipe("structured-50")  # without the option, two C2f blocks end unequal
+    cfg = dataclasses.replace(cfg, pruner_options={**cfg.pruner_options, "portable": True})
+    assert modprune.PruneConfig.from_dict(cfg.to_dict()).pruner_options["portable"] is True
+    report = modprune.prune(yolov8n, cfg, example_inputs=torch.zeros(1, 3, 64, 64))
+    halves = _split_halves(yolov8n)
+    assert halves and all(a == b for a, b in halves), halves
+    assert any(n.startswith("portable: ") and "narrowed" in n for n in report.notes), report.notes
+    stock = copy.deepcopy(yolov8n).eval()
+    assert to_stock_blocks(stock) == [] and required_packages(stock) == []
+    x = torch.rand(1, 3, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(stock(x)[0], yolov8n.eval()(x)[0])
+
+
+def test_portable_pruner_option_is_validated():
+    from modprune.pruners.structured import StructuredOptions
+
+    assert StructuredOptions().portable is False and StructuredOptions(portable=True).portable is True
+    with pytest.raises(modprune.ConfigError, match="portable must be true or false"):
+        StructuredOptions(portable="yes")
+
+
+@pytest.mark.slow
+def test_cli_portable_flag_sets_the_pruner_option(offline_ultralytics, tmp_path, capsys):
+    out = tmp_path / "pruned.pt"
+    rc = cli_main(["prune", "yolov8n.yaml", "--recipe", "structured-50", "--portable", "--imgsz", "64",
+                   "-o", str(out), "--report-json", str(tmp_path / "r.json")])
+    assert rc == 0, capsys.readouterr().err
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert report["config"]["pruner_options"] == {"round_to": 16, "portable": True}
+    from modprune.serialization import load_file
+
+    meta = load_file(out)["modprune"]  # what the checkpoint pickles, before modprune re-splits it on load
+    assert meta["portable"] is True and meta["requires"] == [] and len(meta["stock_blocks"]) == 8
+
+
+def test_unwritable_output_folder_gives_one_line_and_writes_nothing(tmp_path, capsys, monkeypatch):
+    import errno
+    import tempfile
+
+    def refuse(*args, **kwargs):  # the folder cannot be written (as for a non-root user on a 0o500 folder)
+        raise PermissionError(errno.EACCES, "Permission denied")
+
+    monkeypatch.setattr(tempfile, "mkdtemp", refuse)
+    rc = cli_main(["export", "yolov8n.yaml", "--imgsz", "64", "-o", str(tmp_path / "m.onnx")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc != 0 and len(err) == 1 and "is not writable (Permission denied)" in err[0], err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_int8_without_calibration_images_gives_one_line_and_writes_nothing(tiny_data, tmp_path, capsys):
+    import shutil
+
+    data = tmp_path / "data"
+    shutil.copytree(tiny_data.parent, data)
+    for image in (data / "images" / "train").iterdir():
+        image.unlink()
+    yaml = data / tiny_data.name
+    yaml.write_text(yaml.read_text().replace(str(tiny_data.parent), str(data)))
+    out = tmp_path / "out"
+    out.mkdir()
+    rc = cli_main(["export", "yolov8n.yaml", "--imgsz", "64", "--int8", "--data", str(data / tiny_data.name),
+                   "-o", str(out / "m.onnx")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc != 0 and len(err) == 1 and "train" in err[0], err
+    assert list(out.iterdir()) == []
+
+
+@pytest.mark.slow
+def test_openvino_int8_export_correlates_with_fp32(yolov8n, tiny_data, offline_ultralytics, tmp_path):
+    pytest.importorskip("openvino")
+    pytest.importorskip("nncf")
+    import openvino as ov
+
+    model = yolov8n.eval()
+    res = export_model(model, tmp_path / "m_int8_openvino_model", format="openvino", imgsz=64, int8=True,
+                       data=tiny_data, calibration_images=4)
+    assert res.exporter == "ultralytics+nncf-int8" and res.calibration_images == 4
+    xml = next(res.path.glob("*.xml"))
+    assert (res.path / "metadata.yaml").is_file()
+    core = ov.Core()
+    ops = [op.get_type_name() for op in core.read_model(str(xml)).get_ordered_ops()]
+    assert ops.count("FakeQuantize") >= 10, "no INT8 quantisation in the graph"
+    compiled = core.compile_model(str(xml), "CPU", {"INFERENCE_NUM_THREADS": 1})
+    torch.manual_seed(1)
+    x = torch.rand(1, 3, 64, 64)
+    with torch.no_grad():
+        ref = model(x)[0].numpy()
+    q = next(iter(compiled({0: x.numpy()}).values()))
+    assert q.shape == ref.shape
+    boxes = np.corrcoef(q[0, :4].ravel(), ref[0, :4].ravel())[0, 1]
+    logits = np.corrcoef(np.log(q[0, 4:] + 1e-9).ravel(), np.log(ref[0, 4:] + 1e-9).ravel())[0, 1]
+    assert boxes > 0.99 and logits > 0.9, (boxes, logits)
+    from modprune.integrations.ultralytics.validate import validate_exported
+
+    acc = validate_exported(res.path, tiny_data, imgsz=64)
+    assert 0.0 <= acc["mAP50"] <= 1.0

@@ -184,7 +184,7 @@ def compare_models(
                 macs=count_macs(model, x),
                 **_sizes(model, Path(p) if p else None, workdir),
             )
-        machine = _latency(models, x, rows, options, workdir, say)
+        machine, files = _latency(models, x, rows, options, workdir, say)
         if options.data:
             _accuracy(models, rows, options, say)
             if options.int8:
@@ -203,10 +203,11 @@ def compare_models(
 
 
 def _latency(models: Mapping[str, nn.Module], x: torch.Tensor, rows: dict[str, dict[str, Any]], options: CompareOptions,
-             workdir: Path, say: Progress) -> dict[str, Any]:
+             workdir: Path, say: Progress) -> tuple[dict[str, Any], dict[str, Path]]:
     """Time the fused models in PyTorch and (optionally) their ONNX export; fill ``rows``; return the
-    busy-machine checks ``{"torch": ..., "ort": ...}``."""
+    busy-machine checks ``{"torch": ..., "ort": ...}`` and the exported files by row name."""
     names = list(models)
+    files: dict[str, Path] = {}
     fused = {name: fuse(model) for name, model in models.items()}
     say(f"[latency] PyTorch (fused), {options.rounds} interleaved rounds, {options.threads} threads, "
         f"batch {options.batch}")
@@ -226,7 +227,7 @@ def _latency(models: Mapping[str, nn.Module], x: torch.Tensor, rows: dict[str, d
     for check in machine.values():
         if check and check["busy"]:
             say(f"[latency] {BUSY_LABEL}: {'; '.join(check['reasons'])}")
-    return machine
+    return machine, files
 
 
 def _accuracy(models: Mapping[str, nn.Module], rows: dict[str, dict[str, Any]], opts: CompareOptions, say: Progress) -> None:

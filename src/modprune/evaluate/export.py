@@ -90,9 +90,10 @@ def check_export_args(fmt: str, out: Path, int8: bool, data: str | None, imgsz: 
             raise ConfigError("INT8 needs calibration images: pass a dataset yaml (--data D)", obj=data)
         if isinstance(calib, bool) or not isinstance(calib, int) or calib < 1:
             raise ConfigError(f"calibration_images={calib!r} must be a positive integer", obj=calib)
-        from modprune.data import check_dataset  # noqa: PLC0415
+        from modprune.data import check_dataset, dataset_images  # noqa: PLC0415
 
         check_dataset(data)
+        dataset_images(data, "train")  # calibration images: a split without any fails here, before any write
     _check_output(out, overwrite)
 
 
@@ -116,6 +117,15 @@ def _plain_export(model: nn.Module, fmt: str, dst: Path, imgsz: int) -> Path:
                       f"{type(model).__name__}", obj=fmt)
 
 
+def _openvino_calibration(data: str | None, calib: int) -> tuple[int, float]:
+    """(images, share of the training split) that calibrate an OpenVINO INT8 export: the first ``calib``."""
+    from modprune.data import dataset_images  # noqa: PLC0415
+
+    total = len(dataset_images(data, "train"))
+    used = min(calib, total)
+    return used, used / total
+
+
 def _export_into(model: nn.Module, fmt: str, tmp: Path, *, imgsz: int, int8: bool, data: str | None,
                  calib: int) -> tuple[Path, str, int]:
     """Export into the folder ``tmp``; returns (path, exporter name, calibration images used)."""
@@ -124,7 +134,11 @@ def _export_into(model: nn.Module, fmt: str, tmp: Path, *, imgsz: int, int8: boo
         from modprune.integrations.ultralytics.export import ultralytics_export  # noqa: PLC0415
 
         ov_int8 = int8 and fmt == "openvino"
-        path = ultralytics_export(model, tmp, format=fmt, imgsz=imgsz, int8=ov_int8, data=data)
+        n_calib = _openvino_calibration(data, calib) if ov_int8 else 0
+        path = ultralytics_export(model, tmp, format=fmt, imgsz=imgsz, int8=ov_int8, data=data,
+                                  calibration_fraction=n_calib[1] if ov_int8 else None)
+        if ov_int8:
+            return path, "ultralytics+nncf-int8", n_calib[0]
     else:
         path = _plain_export(model, fmt, tmp / f"model{EXPORT_FORMATS[fmt]}", imgsz)
     if not (int8 and fmt == "onnx"):
@@ -158,7 +172,8 @@ def export_model(
         int8: Static INT8 quantisation calibrated on the first ``calibration_images`` training images of
             ``data`` (ONNX: ONNX Runtime QDQ with per-channel weights; OpenVINO: ultralytics + NNCF).
         data: A YOLO dataset yaml (needed for ``int8``).
-        calibration_images: How many images calibrate INT8 (ONNX; OpenVINO uses ultralytics' own choice).
+        calibration_images: How many training images calibrate INT8 (the first ones; OpenVINO: ultralytics
+            takes that share of the training split).
         overwrite: Replace an existing output.
 
     Raises:

@@ -41,10 +41,10 @@ def _empty(*_: Any, **__: Any) -> list[Any]:
 class PruneContext:
     """Everything a pruner may use besides the model and config (read-only).
 
-    The five callables are the pruning plugin hooks, already bound to every plugin:
+    The callables are the pruning plugin hooks, already bound to every plugin:
     ``prepare_model(model, config)`` (``modprune_prepare_model``), ``protected_modules(model)``,
-    ``unwrapped_parameters(model)`` and ``removable_blocks(model)`` (each a flat list over the plugins),
-    ``finalize_model(model)``.
+    ``unwrapped_parameters(model)``, ``removable_blocks(model)``, ``attention_heads(model)`` and
+    ``equal_width_layers(model)`` (each a flat list over the plugins), ``finalize_model(model)``.
     """
 
     importance: Importance
@@ -67,6 +67,7 @@ class PruneContext:
     latency_table: Any = None
     #: ``attention_heads(model)``: the ``modprune_attention_heads`` layouts (a flat list over the plugins).
     attention_heads: Callable[[nn.Module], list[Any]] = _empty
+    equal_width_layers: Callable[[nn.Module], list[tuple[nn.Module, ...]]] = _empty
 
     def score_context(self, model: nn.Module) -> ScoreContext:
         return ScoreContext(model, self.example_inputs, self.loss_fn, self.generator)

@@ -32,7 +32,9 @@ For plugin authors, what makes a custom block structurally prunable (all through
 * ``modprune_unwrapped_parameters``: ``(parameter, channel_dim)`` for bare parameters with several
   non-singleton dimensions (one with a single such dimension is pruned along it and reported);
 * ``modprune_protected_modules``: modules that must stay bit-identical (their inputs too);
-* ``modprune_finalize_model``: refresh stored widths / split sizes after pruning.
+* ``modprune_finalize_model``: refresh stored widths / split sizes after pruning;
+* ``modprune_equal_width_layers``: layers whose output widths must end equal with
+  ``pruner_options: {portable: true}`` (see :mod:`modprune.pruners.structured_equal`).
 """
 
 from __future__ import annotations
@@ -57,6 +59,7 @@ from modprune.measure.latency_table import BACKENDS, LatencyTable, MeasuredLaten
 from modprune.measure.walk import call_model, tensors_of
 from modprune.pruners.base import PruneContext, PruneOutcome, PrunePlan, Pruner
 from modprune.pruners.heads import ATTENTION_MODES, prune_attention
+from modprune.pruners.structured_equal import equalize_widths
 from modprune.pruners.structured_graph import GraphPruner, Plan, tracing_mode
 from modprune.pruners.structured_latency import LatencyGoal
 from modprune.pruners.structured_search import Estimator, MacsTable, macs_table, search_scale
@@ -111,6 +114,10 @@ class StructuredOptions:
         attention module's category ratio, capped at ``max_ratio``.
     :param trace_budget: seconds building the dependency graph may take before it stops with a
         :class:`~modprune.exceptions.TraceTimeoutError` naming the block (None: no limit).
+    :param portable: after pruning, narrow the layers plugins name through
+        ``modprune_equal_width_layers`` to equal widths (e.g. both halves of a split C2f block, so the
+        checkpoint is written with ultralytics' own classes and loads where modprune is not installed).
+        Removes a few channels more than the target asks for.
     """
 
     round_to: int | None = None
@@ -120,6 +127,7 @@ class StructuredOptions:
     attention: str = "auto"
     head_ratio: float | None = None
     trace_budget: float | None = DEFAULT_TRACE_BUDGET
+    portable: bool = False
 
     def __post_init__(self) -> None:
         value = self.round_to
@@ -148,6 +156,8 @@ class StructuredOptions:
         if budget is not None and (isinstance(budget, bool) or not isinstance(budget, (int, float)) or not budget > 0):
             raise ConfigError(f"pruner_options trace_budget must be a positive number of seconds or null (no "
                               f"limit), got {budget!r}", budget)
+        if not isinstance(self.portable, bool):
+            raise ConfigError(f"pruner_options portable must be true or false, got {self.portable!r}", self.portable)
 
     def alignment(self) -> int:
         """The width multiple of a latency target (1: any width)."""
@@ -200,6 +210,8 @@ class StructuredPruner(Pruner):
         with patched_torch_pruning():  # torch-pruning is as found again once this block exits
             run = _Run(model, plan, ctx, notes)
             achieved = run.execute()
+            if plan.options.portable:
+                run.equalize()
         ctx.finalize_model(model)
         run.check_outputs()
         model.zero_grad(set_to_none=True)
@@ -539,6 +551,22 @@ class _Run:
             how = f"scale {scale:.4f}, channel ratio per category {self.roots.category_ratios(scale, self.config.max_ratio)}"
         return (f"{name}: {how}, {groups} groups pruned{detail}, measured {self.kind} reduction "
                 f"{1 - after / self.start:.4f} in {seconds:.2f} s")
+
+    def equalize(self) -> None:
+        """``portable``: narrow the layer sets plugins name (``modprune_equal_width_layers``) to equal widths."""
+        sets = self.ctx.equal_width_layers(self.model)
+        with tracing_mode(self.model):
+            done = equalize_widths(self.model, self.pruner.DG, sets, self.pruner.frozen_ids)
+        self._note_fixes(sync_stored_sizes(self.model))
+        if done.narrowed:
+            self.notes.append(f"portable: {len(done.narrowed)} layers narrowed to equal widths "
+                              f"({done.channels_removed} channels more than the target asked): "
+                              f"{', '.join(done.narrowed[:6])}{' ...' if len(done.narrowed) > 6 else ''}")
+            self._measure()
+        if done.skipped:
+            self.notes.append(f"portable: left unequal: {', '.join(done.skipped[:6])}")
+        if not sets:
+            self.notes.append("portable: no plugin names layers to keep equal in this model (nothing to do)")
 
     def _note_fixes(self, fixed: list[str]) -> None:
         """Notes on stored sizes set from the weights and on groups left alone (once each)."""

@@ -309,6 +309,11 @@ class GraphPruner(tp.pruner.BasePruner):
 
     # --- modprune API -------------------------------------------------------------------------
 
+    @property
+    def frozen_ids(self) -> set[int]:
+        """ids of the frozen modules, their submodules and parameters (groups touching one are skipped)."""
+        return set(self._frozen_ids)
+
     def keep_min(self, channels: int) -> int:
         """Channels a layer of ``channels`` keeps at least: one, ``(1 - max_ratio)`` of them, ``round_to``."""
         keep = max(1, math.ceil(channels * (1 - self.max_pruning_ratio) - 1e-9))

@@ -30,7 +30,7 @@ def run(args: argparse.Namespace) -> int:
 #: Model-phase hooks ``modprune plugins`` calls on a tiny throw-away model, so a plugin whose hook
 #: raises whatever the model is shows as failing here, not only in the middle of a prune.
 _PROBED = ("modprune_protected_modules", "modprune_unwrapped_parameters", "modprune_prepare_model",
-           "modprune_finalize_model")
+           "modprune_finalize_model", "modprune_equal_width_layers")
 
 
 def _probe_model_hooks(pm: object) -> None:

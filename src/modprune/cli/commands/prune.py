@@ -6,9 +6,13 @@ import argparse
 import dataclasses
 import json
 import os
+from typing import TYPE_CHECKING
 
 from modprune.cli.common import add_model_args, check_output, example_input, load_model, positive_int, same_file
-from modprune.exceptions import ConfigError, OutputPathError
+from modprune.exceptions import OutputPathError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from modprune.config import PruneConfig
 
 #: ``--calibrate``: batches of images used to re-estimate BatchNorm statistics.
 CALIBRATE_BATCHES, CALIBRATE_BATCH = 32, 8
@@ -33,7 +37,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--force", action="store_true", help="allow the output to replace an existing file")
     p.add_argument("--portable", action="store_true",
                    help="keep the two halves of C2f-like blocks equal, so the checkpoint uses ultralytics' classes "
-                        "only and loads where modprune is not installed")
+                        "only and loads where modprune is not installed (the structured pruner option "
+                        "pruner_options: {portable: true})")
     _add_iterative_args(p)
     p.add_argument("--calibrate", metavar="DIR",
                    help="after pruning, re-estimate BatchNorm statistics on the images in DIR (unlabelled; "
@@ -66,6 +71,8 @@ def run(args: argparse.Namespace) -> int:
         config = dataclasses.replace(config, target=args.target)
     if args.protect_module:
         config = dataclasses.replace(config, protect_modules=config.protect_modules + tuple(args.protect_module))
+    if args.portable:
+        config = _portable(config)
     if args.dry_run:
         return _dry_run(args, config)
     if not args.output:
@@ -87,8 +94,6 @@ def run(args: argparse.Namespace) -> int:
         return _run_iterative(args, model, config, out)
     report = api.prune(model, config, example_inputs=example_input(args.imgsz))
     _calibrate(args, model)
-    if args.portable:
-        _equalize(model, args.imgsz)
     meta = {"recipe": str(args.recipe), "config": report.config, "report_digest": report.digest(),
             "bn_calibration": args.calibrate}
     with staged_outputs() as stage:  # the model and the report land together or not at all
@@ -122,17 +127,11 @@ def _calibrate(args: argparse.Namespace, model: object) -> None:
     calibrate_batchnorm(model, image_batches(args.calibrate, args.imgsz, CALIBRATE_BATCH), batches=CALIBRATE_BATCHES)
 
 
-def _equalize(model, imgsz: int) -> None:
-    """The portable-checkpoint constraint: equal halves in every split block (ultralytics models only)."""
-    from modprune.integrations.ultralytics.checkpoint import is_ultralytics_model
-    from modprune.integrations.ultralytics.portable import equalize_split_widths
-
-    if not is_ultralytics_model(model):
-        raise ConfigError("--portable applies to ultralytics models; this model is saved with modprune's format",
-                          type(model).__name__)
-    changed = equalize_split_widths(model, example_input(imgsz))
-    if changed:
-        print(f"--portable: equalised the halves of {len(changed)} blocks ({', '.join(changed)})")
+def _portable(config: PruneConfig) -> PruneConfig:
+    """``--portable``: the structured pruner's ``portable`` option (other methods keep every class anyway)."""
+    if config.method != "structured":
+        return config
+    return dataclasses.replace(config, pruner_options={**config.pruner_options, "portable": True})
 
 
 def _iterative(args: argparse.Namespace) -> bool:

@@ -72,6 +72,7 @@ def ultralytics_export(
     imgsz: int = 640,
     int8: bool = False,
     data: str | None = None,
+    calibration_fraction: float | None = None,
     simplify: bool | None = None,
     opset: int | None = None,
     verbose: bool = False,
@@ -86,7 +87,9 @@ def ultralytics_export(
         imgsz: Square input size.
         int8: INT8 through ultralytics (OpenVINO with NNCF, calibrated on ``data``); ONNX INT8 is done by
             :func:`modprune.evaluate.quantize.quantize_onnx_int8` instead.
-        data: The dataset yaml used for INT8 calibration (OpenVINO).
+        data: The dataset yaml used for INT8 calibration (OpenVINO): its training images, letterboxed as
+            ultralytics' validator does (ultralytics' own default would be the validation split).
+        calibration_fraction: The share of the training images that calibrate INT8 (default all).
         simplify: Run onnxslim on an ONNX export; default: when onnxslim is importable.
         opset: ONNX opset (ultralytics' choice when None).
         verbose: Let ultralytics log its export steps.
@@ -107,6 +110,8 @@ def ultralytics_export(
     overrides: dict[str, Any] = {"format": format, "imgsz": int(imgsz), "device": "cpu", "batch": 1, "half": False,
                                  "dynamic": False, "nms": False, "simplify": bool(simplify), "quantize": 8 if int8 else None,
                                  "data": data, "opset": opset, "verbose": verbose}
+    if int8:
+        overrides.update(split="train", fraction=float(calibration_fraction or 1.0))
     m = _exportable_copy(model, Path(workdir))
     try:
         with quiet_ultralytics(verbose):

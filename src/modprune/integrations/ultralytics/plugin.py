@@ -22,6 +22,8 @@ What the hooks do:
 * ``modprune_attention_heads``: the head layouts of Attention and AAttn (pruned by heads / head dimensions
   inside, their outer widths protected as above; :mod:`~modprune.integrations.ultralytics.heads`);
 * ``modprune_finalize_model``: refresh the split blocks' stored widths;
+* ``modprune_equal_width_layers``: the two first convolutions of each split block, kept equal with
+  ``pruner_options: {portable: true}`` so the block is saved as its ultralytics class;
 * ``modprune_fusable_pairs``: the conv and BatchNorm of every ``Conv`` block (for ``modprune.fuse``);
 * ``modprune_removable_blocks``: every ``Bottleneck`` with a shortcut (for the ``depth`` pruner);
 * ``modprune_load_model`` / ``modprune_save_model``: checkpoints and yamls
@@ -160,6 +162,16 @@ def modprune_finalize_model(model: nn.Module) -> None:
     for module in model.modules():
         if isinstance(module, SplitBlock):
             module.update_widths()
+
+
+@hookimpl
+def modprune_equal_width_layers(model: nn.Module) -> list[tuple[nn.Module, ...]]:
+    """Both first convolutions of each split block with an ultralytics class (``portable`` pruning)."""
+    if "ultralytics" not in sys.modules:
+        return []
+    from modprune.integrations.ultralytics.portable import equal_width_pairs  # noqa: PLC0415
+
+    return list(equal_width_pairs(model))
 
 
 @hookimpl

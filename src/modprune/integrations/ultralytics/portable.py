@@ -9,6 +9,8 @@ installed. :func:`equalize_split_widths` is the constraint that makes it possibl
 the halves unequally: it removes the lowest-L2 output channels of the wider half (through
 torch-pruning's dependency graph, so every consumer follows) until both halves match.
 
+:func:`equal_width_pairs` is what the ultralytics plugin answers to ``modprune_equal_width_layers``, so
+structured pruning with ``pruner_options: {portable: true}`` applies that constraint itself.
 :func:`required_packages` names the distributions whose classes a model still pickles.
 """
 
@@ -23,12 +25,20 @@ from torch import nn
 
 from modprune.integrations.ultralytics.blocks import SplitBlock
 
-__all__ = ["equalize_split_widths", "required_packages", "split_widths", "to_stock_blocks"]
+__all__ = ["equal_width_pairs", "equalize_split_widths", "required_packages", "split_widths", "to_stock_blocks"]
 
 LOG = logging.getLogger(__name__)
 
 # Top-level module -> the distribution to install (pip normalises '_' to '-').
 _NEUTRAL = {"torch", "ultralytics", "builtins", "collections", "torchvision"}
+
+
+def equal_width_pairs(model: nn.Module) -> list[tuple[nn.Module, nn.Module]]:
+    """``(cv1a.conv, cv1b.conv)`` of every split block that is an ultralytics class when its halves match
+    (what structured pruning with ``pruner_options: {portable: true}`` narrows to equal widths)."""
+    return [(b.cv1a.conv, b.cv1b.conv) for b in model.modules()
+            if isinstance(b, SplitBlock) and _stock_class(b) is not None
+            and isinstance(getattr(b.cv1a, "conv", None), nn.Conv2d) and isinstance(getattr(b.cv1b, "conv", None), nn.Conv2d)]
 
 
 def split_widths(block: SplitBlock) -> tuple[int, int]:

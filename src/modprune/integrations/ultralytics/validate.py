@@ -52,17 +52,20 @@ def detect_head(model: nn.Module) -> nn.Module:
 
 @contextlib.contextmanager
 def quiet_ultralytics(verbose: bool = False) -> Iterator[None]:
-    """Raise ultralytics' logger to WARNING (which also hides its progress bars) unless ``verbose``."""
+    """Raise ultralytics' logger (which also hides its progress bars) and NNCF's (an OpenVINO INT8
+    export logs every operation it leaves float) to WARNING unless ``verbose``."""
     if verbose:
         yield
         return
-    logger = logging.getLogger("ultralytics")
-    level = logger.level
-    logger.setLevel(logging.WARNING)
+    loggers = [logging.getLogger(name) for name in ("ultralytics", "nncf")]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.WARNING)
     try:
         yield
     finally:
-        logger.setLevel(level)
+        for logger, level in zip(loggers, levels):
+            logger.setLevel(level)
 
 
 def validate(
