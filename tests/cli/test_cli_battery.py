@@ -60,10 +60,11 @@ def tree(folder: Path) -> dict[str, tuple[int, int]]:
 
 
 def assert_clean_failure(result: Result, *, names: tuple[str, ...] = (), codes: tuple[int, ...] = (2,)) -> str:
-    """Exit code in ``codes``, exactly one line on stderr, naming the problem, no traceback."""
+    """Exit code in ``codes``, exactly one error line on stderr (besides INFO progress lines before it),
+    naming the problem, no traceback."""
     assert result.rc in codes, (result.rc, result.stderr)
     assert TRACEBACK not in result.stderr, result.stderr
-    lines = result.stderr_lines
+    lines = [line for line in result.stderr_lines if not line.startswith("INFO ")]
     assert len(lines) == 1, f"expected one line on stderr, got {len(lines)}:\n{result.stderr}"
     line = lines[0]
     assert line.startswith("modprune: "), line

@@ -26,12 +26,14 @@ def _workdir(tmp_path: Path) -> Path:
     for i in range(3):
         Image.new("RGB", (32, 24), (200, 10 * i, 60)).save(tmp_path / "images" / f"{i}.jpg")
     (tmp_path / "empty").mkdir()
+    # structured-30 without its round_to 16 (units of half a layer in this 32-channel model)
+    (tmp_path / "s30.yaml").write_text("name: s30\nconfig:\n  method: structured\n  target: 0.3\n  target_kind: macs\n")
     return tmp_path
 
 
 def test_prune_calibrate_sets_statistics(run_cli: Runner, tmp_path: Path) -> None:
     work = _workdir(tmp_path)
-    common = ("prune", "model.pt", "--recipe", "structured-30", "--imgsz", "32")
+    common = ("prune", "model.pt", "--recipe", "s30.yaml", "--imgsz", "32")
     plain = run_cli(*common, "-o", "plain.pt", cwd=work)
     assert plain.rc == 0, plain.stderr
     result = run_cli(*common, "-o", "out.pt", "--calibrate", "images", cwd=work)
