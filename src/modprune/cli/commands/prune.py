@@ -9,7 +9,7 @@ import os
 from typing import TYPE_CHECKING
 
 from modprune.cli.common import add_model_args, check_output, example_input, load_model, positive_int, same_file
-from modprune.exceptions import OutputPathError
+from modprune.exceptions import ConfigError, OutputPathError
 
 if TYPE_CHECKING:  # pragma: no cover
     from modprune.config import PruneConfig
