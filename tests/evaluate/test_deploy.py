@@ -3,6 +3,8 @@ imported, ONNX Runtime INT8, portable checkpoints, and one-line errors for bad e
 
 from __future__ import annotations
 
+import dataclasses
+
 import json
 import os
 import subprocess
@@ -131,7 +133,10 @@ except ModuleNotFoundError as e:
 
 @pytest.mark.slow
 def test_equal_halves_save_as_ultralytics_classes_and_load_without_modprune(yolov8n, offline_ultralytics, tmp_path):
-    model = _pruned(yolov8n)  # structured-30 keeps the C2f halves equal on yolov8n
+    config = modprune.load_recipe("structured-30")
+    config = dataclasses.replace(config, pruner_options={**config.pruner_options, "portable": True})
+    modprune.prune(yolov8n, config, example_inputs=torch.zeros(1, 3, 64, 64))  # the C2f halves end equal
+    model = yolov8n.eval()
     path = modprune.save(model, tmp_path / "pruned.pt")
     loaded = modprune.load(path)
     x = torch.rand(1, 3, 64, 64)
