@@ -11,7 +11,7 @@ from torch import nn
 
 from modprune.measure.walk import call_model
 
-__all__ = ["LayerRow", "layer_rows"]
+__all__ = ["LayerRow", "layer_rows", "macs_of_call", "first_tensor"]
 
 _LAYERS = (nn.modules.conv._ConvNd, nn.Linear)
 
@@ -27,17 +27,17 @@ class LayerRow:
     macs: int
 
 
-def _first_tensor(value: Any) -> torch.Tensor | None:
+def first_tensor(value: Any) -> torch.Tensor | None:
     if isinstance(value, torch.Tensor):
         return value
     if isinstance(value, (list, tuple)) and value:
-        return _first_tensor(value[0])
+        return first_tensor(value[0])
     return None
 
 
-def _macs(module: nn.Module, inputs: tuple[Any, ...], output: Any) -> int:
-    """Multiply-accumulates of one call (as FlopCounterMode counts convolutions and linear layers)."""
-    x, y = _first_tensor(inputs), _first_tensor(output)
+def macs_of_call(module: nn.Module, inputs: tuple[Any, ...], output: Any) -> int:
+    """Multiply-accumulates of one call of a convolution / linear layer, as FlopCounterMode counts them."""
+    x, y = first_tensor(inputs), first_tensor(output)
     if x is None or y is None:
         return 0
     if isinstance(module, nn.Linear):
@@ -64,7 +64,7 @@ def layer_rows(model: nn.Module, example_inputs: Any) -> dict[str, LayerRow]:
     counts: dict[nn.Module, int] = {}
 
     def hook(module: nn.Module, inputs: tuple[Any, ...], output: Any) -> None:
-        counts[module] = counts.get(module, 0) + _macs(module, inputs, output)
+        counts[module] = counts.get(module, 0) + macs_of_call(module, inputs, output)
 
     layers = [(name, m) for name, m in model.named_modules() if isinstance(m, _LAYERS)]
     handles = [m.register_forward_hook(hook) for _, m in layers]

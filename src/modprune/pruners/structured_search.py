@@ -17,7 +17,6 @@ pruning and corrects it (see :mod:`modprune.pruners.structured`).
 from __future__ import annotations
 
 import logging
-import math
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -25,6 +24,7 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from modprune.measure.layers import macs_of_call
 from modprune.measure.walk import call_model
 from modprune.pruners.structured_graph import Plan
 
@@ -37,27 +37,6 @@ _NORMS = (nn.modules.batchnorm._BatchNorm, nn.LayerNorm, nn.GroupNorm, nn.module
 
 #: ``channels(module) -> (outputs, inputs)``, 0 where unknown.
 ChannelsFn = Callable[[Any], tuple[int, int]]
-
-
-def _first_tensor(value: Any) -> torch.Tensor | None:
-    if isinstance(value, torch.Tensor):
-        return value
-    if isinstance(value, (list, tuple)) and value:
-        return _first_tensor(value[0])
-    return None
-
-
-def _macs_of_call(module: nn.Module, inputs: tuple[Any, ...], output: Any) -> int:
-    """MACs of one call of a convolution / linear layer, as FlopCounterMode counts them."""
-    x, y = _first_tensor(inputs), _first_tensor(output)
-    if x is None or y is None:
-        return 0
-    if isinstance(module, nn.Linear):
-        return y.numel() * module.in_features
-    kernel = math.prod(module.kernel_size)
-    if isinstance(module, nn.modules.conv._ConvTransposeNd):
-        return x.numel() * (module.out_channels // module.groups) * kernel
-    return y.numel() * (module.in_channels // module.groups) * kernel
 
 
 @dataclass
@@ -95,7 +74,7 @@ def macs_table(model: nn.Module, example_inputs: Any, custom_types: tuple[type, 
         counts: dict[nn.Module, int] = {}
 
         def hook(module: nn.Module, inputs: tuple[Any, ...], output: Any) -> None:
-            counts[module] = counts.get(module, 0) + _macs_of_call(module, inputs, output)
+            counts[module] = counts.get(module, 0) + macs_of_call(module, inputs, output)
 
         handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, _MAC_LAYERS)]
         try:
