@@ -31,7 +31,18 @@ from torch import nn
 from modprune.exceptions import ModelLoadError, UnsafeCheckpointError
 from modprune.plugins import ModpruneManager, resolve
 
-__all__ = ["TOP_LEVEL_KEYS", "check_model_yaml", "is_model_cfg", "known_modules", "validate_model_cfg"]
+__all__ = [
+    "PRUNED_KEY",
+    "PRUNED_SCALE",
+    "TOP_LEVEL_KEYS",
+    "check_model_yaml",
+    "dense_cfg",
+    "is_marked",
+    "is_model_cfg",
+    "known_modules",
+    "marked_cfg",
+    "validate_model_cfg",
+]
 
 _MAX_YAML_BYTES = 4 << 20
 _WORD = re.compile(r"[A-Za-z][A-Za-z0-9_-]{0,63}")
@@ -51,11 +62,33 @@ def _scales(v: Any) -> bool:
     )
 
 
+#: The ``scale`` of a pruned checkpoint's yaml: ultralytics looks it up before building anything, so stock
+#: training stops with this sentence instead of rebuilding the unpruned network
+#: (:mod:`modprune.integrations.ultralytics.retrain_guard`).
+PRUNED_SCALE = (
+    "pruned by modprune: this yaml builds the unpruned network, so ultralytics would train that instead; "
+    "train the checkpoint itself with YOLO(path).train(trainer=PrunedModelTrainer) "
+    "(from modprune.integrations.ultralytics.trainer) or modprune finetune"
+)
+#: Where a marked yaml keeps its own ``scale`` (and whether ``scales`` was added for the mark).
+PRUNED_KEY = "modprune_pruned"
+
+
+def _pruned_mark(v: Any) -> bool:
+    return (
+        isinstance(v, dict)
+        and set(v) == {"scale", "added_scales"}
+        and (v["scale"] is None or (type(v["scale"]) is str and len(v["scale"]) <= 8))
+        and type(v["added_scales"]) is bool
+    )
+
+
 #: Top-level key -> check of its value (the keys of ultralytics' bundled model yamls and what its parser reads).
 TOP_LEVEL_KEYS: dict[str, Callable[[Any], bool]] = {
     "nc": lambda v: type(v) is int and v > 0,
     "scales": _scales,
-    "scale": lambda v: type(v) is str and len(v) <= 8,
+    "scale": lambda v: type(v) is str and (len(v) <= 8 or v == PRUNED_SCALE),
+    PRUNED_KEY: _pruned_mark,
     "depth_multiple": _number,
     "width_multiple": _number,
     "kpt_shape": _int_list,
@@ -153,6 +186,39 @@ def _check_row(row: Any, field: str, modules: Mapping[str, type], source: str) -
     if type(args) is not list:
         raise _refuse(f"{field}[3]", "arguments must be a list", source)
     _check_arg(args, f"{field}[3]", source)
+
+
+def is_marked(cfg: Any) -> bool:
+    """Whether the model dict ``cfg`` carries the pruned-checkpoint mark."""
+    return isinstance(cfg, dict) and PRUNED_KEY in cfg
+
+
+def marked_cfg(cfg: dict[str, Any]) -> dict[str, Any]:
+    """A copy of ``cfg`` that ultralytics refuses to rebuild from (idempotent)."""
+    if is_marked(cfg):
+        return dict(cfg)
+    out = dict(cfg)
+    added = not cfg.get("scales")
+    if added:  # ultralytics reads ``scale`` only when the yaml has ``scales``
+        out["scales"] = {"dense": [cfg.get("depth_multiple", 1.0), cfg.get("width_multiple", 1.0), float("inf")]}
+    out[PRUNED_KEY] = {"scale": cfg.get("scale"), "added_scales": added}
+    out["scale"] = PRUNED_SCALE
+    return out
+
+
+def dense_cfg(cfg: dict[str, Any]) -> dict[str, Any]:
+    """``cfg`` without the mark: the yaml as it was before the model was pruned."""
+    if not is_marked(cfg):
+        return dict(cfg)
+    out = dict(cfg)
+    mark = out.pop(PRUNED_KEY)
+    if mark.get("added_scales"):
+        out.pop("scales", None)
+    if mark.get("scale") is None:
+        out.pop("scale", None)
+    else:
+        out["scale"] = mark["scale"]
+    return out
 
 
 def is_model_cfg(cfg: Any) -> bool:

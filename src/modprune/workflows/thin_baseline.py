@@ -33,6 +33,7 @@ from torch import nn
 
 from modprune.exceptions import ConfigError, ModelLoadError
 from modprune.measure import count_macs
+from modprune.model_yaml import dense_cfg
 
 __all__ = ["ThinMatch", "build_thin", "file_name", "match_width", "model_cfg", "scaled_cfg", "thin_baseline",
            "width_of"]
@@ -86,7 +87,7 @@ def model_cfg(source: CfgSource) -> dict[str, Any]:
         if not isinstance(cfg, dict):
             raise ModelLoadError(f"{type(source).__name__} carries no model yaml (model.yaml); pass the yaml it was "
                                  "built from instead", source)
-        return copy.deepcopy(cfg)
+        return copy.deepcopy(dense_cfg(cfg))  # a pruned checkpoint's yaml is marked: the dense yaml is wanted
     if isinstance(source, Mapping):
         return copy.deepcopy(dict(source))
     from modprune import load  # noqa: PLC0415 - builds it the way a plugin understands

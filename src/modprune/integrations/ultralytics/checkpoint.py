@@ -28,6 +28,7 @@ import yaml
 from torch import nn
 
 from modprune.exceptions import ModelLoadError
+from modprune.integrations.ultralytics.retrain_guard import marked_yaml
 
 __all__ = ["is_ultralytics_model", "load_model", "model_task", "safe_classes", "save_checkpoint", "yaml_modules"]
 
@@ -171,7 +172,7 @@ def _from_yaml(path: Path) -> nn.Module | None:
         return None
     model_cls, task = _model_class(cfg, str(path))
     try:
-        with _restricted_parse():
+        with restricted_parse():
             model = model_cls(str(path), verbose=False)
     except Exception as exc:  # ultralytics' yaml parser raises many error types
         raise ModelLoadError(f"ultralytics could not build {str(path)!r}: {type(exc).__name__}: {exc}", str(path)) from None
@@ -180,7 +181,7 @@ def _from_yaml(path: Path) -> nn.Module | None:
 
 
 @contextlib.contextmanager
-def _restricted_parse() -> Iterator[None]:
+def restricted_parse() -> Iterator[None]:
     """Defence in depth: ultralytics' own restricted model building (no ``eval`` of the activation, layers
     must be ``nn.Module`` classes) for this thread, where the installed ultralytics has it. modprune has
     already validated the yaml (:mod:`modprune.model_yaml`); this does not replace that check."""
@@ -276,32 +277,40 @@ def save_checkpoint(model: nn.Module, path: Path, metadata: Mapping[str, Any]) -
     """Write ``model`` as an ultralytics-style checkpoint (loadable by ``ultralytics.YOLO(path)``).
 
     The live model is not modified; the saved copy is float32 and in eval mode.
+    A network that differs from what its yaml builds (pruned) is saved with the yaml marked, so stock
+    ``YOLO(path).train()`` stops with one line saying how to train it (:mod:`.retrain_guard`).
     """
-    import ultralytics  # noqa: PLC0415
-
     was_training = model.training
     model.eval()
     try:
         saved, meta = _portable(model, metadata)
-        ckpt = {
-            "date": datetime.datetime.now().isoformat(),
-            "version": ultralytics.__version__,
-            "license": "AGPL-3.0 License (https://ultralytics.com/license)",
-            "docs": "https://docs.ultralytics.com",
-            "epoch": -1,
-            "best_fitness": None,
-            "model": saved,
-            "ema": None,
-            "updates": None,
-            "optimizer": None,
-            "train_args": _train_args(model),
-            "train_metrics": {},
-            "train_results": {},
-            "modprune": meta,
-        }
-        torch.save(ckpt, path)
+        with marked_yaml(saved) as marked:
+            _write(saved, {**meta, "retrain_guard": marked}, model, path)
     finally:
         model.train(was_training)
+
+
+def _write(saved: nn.Module, meta: dict[str, Any], model: nn.Module, path: Path) -> None:
+    """Save the checkpoint dict ultralytics reads: ``saved`` as its model, the live model's training args."""
+    import ultralytics  # noqa: PLC0415
+
+    ckpt = {
+        "date": datetime.datetime.now().isoformat(),
+        "version": ultralytics.__version__,
+        "license": "AGPL-3.0 License (https://ultralytics.com/license)",
+        "docs": "https://docs.ultralytics.com",
+        "epoch": -1,
+        "best_fitness": None,
+        "model": saved,
+        "ema": None,
+        "updates": None,
+        "optimizer": None,
+        "train_args": _train_args(model),
+        "train_metrics": {},
+        "train_results": {},
+        "modprune": meta,
+    }
+    torch.save(ckpt, path)
 
 
 def _portable(model: nn.Module, metadata: Mapping[str, Any]) -> tuple[nn.Module, dict[str, Any]]:

@@ -54,6 +54,7 @@ from ultralytics.utils import DEFAULT_CFG
 from ultralytics.utils.torch_utils import unwrap_model
 
 from modprune.exceptions import ConfigError, ModelLoadError, ModpruneError, UnsupportedModelError
+from modprune.integrations.ultralytics.retrain_guard import marked_yaml, rebuild_differs
 from modprune.integrations.ultralytics.validate import detect_head, quiet_ultralytics
 
 __all__ = [
@@ -131,6 +132,18 @@ class PrunedModelTrainer(DetectionTrainer):
             self.model.load_state_dict({k: v.float() if v.is_floating_point() else v
                                         for k, v in source.state_dict().items()})
         return ckpt
+
+    def save_model(self) -> None:
+        """Save as ultralytics does, with the EMA's yaml marked when the network is not what that yaml builds,
+        so the run's ``last.pt`` / ``best.pt`` also stop a plain ``YOLO(path).train()`` (:mod:`.retrain_guard`)."""
+        ema = getattr(getattr(self, "ema", None), "ema", None)
+        if not isinstance(ema, nn.Module):
+            super().save_model()
+            return
+        if getattr(self, "_rebuild_differs", None) is None:  # the architecture does not change while training
+            self._rebuild_differs = rebuild_differs(ema)
+        with marked_yaml(ema, self._rebuild_differs):
+            super().save_model()
 
     def get_model(self, cfg: Any = None, weights: Any = None, verbose: bool = True) -> nn.Module:
         """Return the model to train unchanged (ultralytics' version would rebuild it from ``cfg``).
