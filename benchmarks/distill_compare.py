@@ -2,10 +2,12 @@
 
     python benchmarks/distill_compare.py --out distill-out            # the protocol of docs/results.md
     python benchmarks/distill_compare.py --n-train 64 --base-epochs 3 --ft-epochs 1 --out d   # a smoke run
+    python benchmarks/distill_compare.py --model yolov13n_lsnet_p2_simple.yaml --recipe tokenc3-lsnet-fast \
+        --prune-imgsz 640 --base-epochs 20 --modes output --onnx --out fast-out   # issue 11's acceptance run
 
 Protocol (synthetic data from ``modprune data synth``, one class; one seed): the model (default
 yolov8n from its bundled yaml, nc=1) is trained from scratch for ``--base-epochs``, pruned structurally
-to ``--target`` of its MACs (L2 importance), then fine-tuned for ``--ft-epochs`` from the same pruned
+to ``--target`` of its MACs (L2 importance; or with ``--recipe``, planned on a ``--prune-imgsz`` input), then fine-tuned for ``--ft-epochs`` from the same pruned
 weights with the unpruned base as teacher, once per distillation mode: none, ``output``, ``feature``
 (channel-wise distillation of the Detect head's inputs, learned 1x1 adapters) and ``both``. The thin
 baseline (:mod:`modprune.workflows.thin_baseline`) is the same yaml at the width multiple whose MACs
@@ -39,6 +41,9 @@ def _args() -> argparse.Namespace:
     p.add_argument("--ft-epochs", type=int, default=5)
     p.add_argument("--batch", type=int, default=16)
     p.add_argument("--target", type=float, default=0.40, help="fraction of MACs removed")
+    p.add_argument("--recipe", default=None, help="prune with this recipe instead of --target")
+    p.add_argument("--prune-imgsz", type=int, default=None, help="example input size for pruning (default --imgsz)")
+    p.add_argument("--onnx", action="store_true", help="also time the exported ONNX graphs (ONNX Runtime)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--modes", default="none,output,feature,both")
     p.add_argument("--no-thin", action="store_true", help="skip the thin baseline")
@@ -58,7 +63,7 @@ def _train(model, data, a, name, epochs, teacher=None, mode="output"):
 def _latency(models, a):
     from modprune.evaluate.compare import CompareOptions, compare_models
 
-    opts = CompareOptions(imgsz=a.latency_imgsz, threads=1, rounds=a.latency_rounds, onnx=False)
+    opts = CompareOptions(imgsz=a.latency_imgsz, threads=1, rounds=a.latency_rounds, onnx=a.onnx)
     result = compare_models(models, options=opts, progress=print)
     return {row["name"]: row for row in result["rows"]}, result["machine"]
 
@@ -83,8 +88,12 @@ def main() -> None:
     seconds["base"] = time.perf_counter() - t
     models, metrics = {"base": base}, {"base": validate(base, data, imgsz=a.imgsz)}
     pruned = copy.deepcopy(base)
-    config = modprune.PruneConfig(method="structured", target=a.target, target_kind="macs", importance="l2")
-    report = modprune.prune(pruned, config, torch.zeros(1, 3, a.imgsz, a.imgsz))
+    config = (modprune.load_recipe(a.recipe) if a.recipe else
+              modprune.PruneConfig(method="structured", target=a.target, target_kind="macs", importance="l2"))
+    size = a.prune_imgsz or a.imgsz
+    t = time.perf_counter()
+    report = modprune.prune(pruned, config, torch.zeros(1, 3, size, size))
+    seconds["prune"] = time.perf_counter() - t
     metrics["pruned, no fine-tune"] = validate(pruned, data, imgsz=a.imgsz)
     for mode in a.modes.split(","):
         t = time.perf_counter()
@@ -107,7 +116,8 @@ def main() -> None:
 
 def _write(a, out, report, match, metrics, rows, machine, seconds, started, cpu0):
     record = {
-        "settings": vars(a), "data": "synthetic (modprune data synth), one class", "macs_removed": report.achieved,
+        "settings": vars(a), "data": "synthetic (modprune data synth), one class", "achieved": report.achieved,
+        "target_kind": report.target_kind, "prune_notes": report.notes, "prune_latency": report.latency,
         "thin": None if match is None else match.to_dict(), "seconds": time.perf_counter() - started,
         "cpu_seconds": time.process_time() - cpu0, "load_average": os.getloadavg(),
         "torch_threads": torch.get_num_threads(), "stage_seconds": seconds, "latency_machine": machine,
@@ -123,7 +133,7 @@ def _write(a, out, report, match, metrics, rows, machine, seconds, started, cpu0
         ratio = f"{row['torch_ratio_median']:.3f}" if row.get("torch_ratio_median") is not None else ""
         print(f"| {k} | {v['mAP50']:.4f} | {v['mAP50-95']:.4f} | {macs} | {ratio} |")
     busy = any(c and c.get("busy") for c in machine.values())
-    print(f"\nMACs removed {100 * report.achieved:.1f}%, total {record['seconds'] / 60:.1f} min; "
+    print(f"\n{report.target_kind} removed {100 * report.achieved:.1f}%, total {record['seconds'] / 60:.1f} min; "
           f"latency {'UNRELIABLE: machine busy' if busy else 'machine not flagged busy'}")
 
 

@@ -59,6 +59,8 @@ def _alarm(seconds: int) -> None:
 def _shapes(out: Any, task: str) -> list[tuple[int, ...]]:
     from modprune.measure.walk import tensors_of
 
+    if isinstance(out, tuple) and out and isinstance(out[-1], dict) and "feats" in out[-1]:
+        out = (*out[:-1], {k: v for k, v in out[-1].items() if k != "feats"})  # neck maps: pruning narrows them
     shapes = [tuple(t.shape) for t in tensors_of(out)]
     return [s[1:] for s in shapes] if task == "detect" and isinstance(out, list) else shapes
 

@@ -130,6 +130,10 @@ def _context(config: PruneConfig, pm: ModpruneManager, categories: Categories, *
     def unwrapped_parameters(model: nn.Module) -> list[tuple[Any, int]]:
         return [p for found in call_hook(pm, "modprune_unwrapped_parameters", model=model) for p in found or []]
 
+    def resizable_outputs(model: nn.Module, outputs: Any) -> list[Any]:
+        return [t for found in call_hook(pm, "modprune_resizable_outputs", model=model, outputs=outputs)
+                for t in found or []]
+
     def removable_blocks(model: nn.Module) -> list[Any]:
         return [b for found in call_hook(pm, "modprune_removable_blocks", model=model) for b in found or []]
 
@@ -148,6 +152,7 @@ def _context(config: PruneConfig, pm: ModpruneManager, categories: Categories, *
         prepare_model=lambda model, cfg: call_hook(pm, "modprune_prepare_model", model=model, config=cfg),
         protected_modules=protected_modules,
         unwrapped_parameters=unwrapped_parameters,
+        resizable_outputs=resizable_outputs,
         finalize_model=lambda model: call_hook(pm, "modprune_finalize_model", model=model),
         removable_blocks=removable_blocks,
         attention_heads=attention_heads,

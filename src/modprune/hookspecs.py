@@ -17,6 +17,7 @@ import pluggy
 if TYPE_CHECKING:  # pragma: no cover
     from pathlib import Path
 
+    import torch
     from torch import nn
 
     from modprune.cli.plugin_commands import Command
@@ -165,6 +166,20 @@ def modprune_protected_modules(model: nn.Module) -> list[nn.Module]:
     """Modules that structured pruning must never change (e.g. a detection head's final convs).
 
     :return: modules whose output channels must stay as they are; their parameters stay untouched.
+    """
+
+
+@hookspec
+def modprune_resizable_outputs(model: nn.Module, outputs: Any) -> list[torch.Tensor]:
+    """Tensors among what ``model`` returned whose channel count structured pruning may change.
+
+    Everything a model returns keeps its shape by default. A model that also returns intermediate
+    feature maps for its own use (ultralytics' heads return the maps they were given, ``feats``, for the
+    loss) names them here, so the layers producing them can still be pruned.
+
+    :param model: the model being pruned (in eval mode, as it was traced).
+    :param outputs: what ``model(example_inputs)`` returned during tracing.
+    :return: tensors that are in ``outputs`` (compared by identity); anything else is ignored.
     """
 
 

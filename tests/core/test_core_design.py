@@ -171,6 +171,13 @@ class Calls:
         return [m for m in model.modules() if isinstance(m, (Gate, TinyAttention))]
 
     @hookimpl
+    def modprune_resizable_outputs(self, model: nn.Module, outputs: Any) -> list[torch.Tensor]:
+        self.called.append("modprune_resizable_outputs")
+        if isinstance(model, _Returns) and isinstance(outputs, tuple):
+            return [outputs[1]]
+        return []
+
+    @hookimpl
     def modprune_unwrapped_parameters(self, model: nn.Module) -> list[tuple[Any, int]]:
         self.called.append("modprune_unwrapped_parameters")
         return [(p, 0) for n, p in model.named_parameters() if n.endswith("scale")]
@@ -377,6 +384,30 @@ def _ex_unwrapped_parameters(pm: ModpruneManager, plugin: Calls, tmp_path: Path)
     assert len(pairs) == 1 and pairs[0][0] is model.scale
 
 
+class _Returns(nn.Module):
+    """Returns its prediction and, beside it, the feature map the prediction was made from."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.body, self.head = nn.Conv2d(3, 16, 3), nn.Conv2d(16, 2, 1)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        feat = self.body(x)
+        return self.head(feat), feat
+
+
+def _ex_resizable_outputs(pm: ModpruneManager, plugin: Calls, tmp_path: Path) -> None:
+    model = _Returns()
+    config = modprune.PruneConfig(method="structured", target=0.4, target_kind="params")
+    modprune.prune(model, config, torch.randn(1, 3, 8, 8), pm=pm)
+    assert plugin.called.count("modprune_resizable_outputs") >= 1
+    assert model.body.out_channels < 16  # the returned map named by the plugin was narrowed
+    assert model(torch.randn(1, 3, 8, 8))[0].shape[1] == 2
+    fixed = _Returns()
+    with pytest.raises(modprune.UnreachableTargetError):  # without the hook both returned tensors keep widths
+        modprune.prune(fixed, config, torch.randn(1, 3, 8, 8), pm=get_plugin_manager(entry_points=False))
+
+
 def _ex_attention_heads(pm: ModpruneManager, plugin: Calls, tmp_path: Path) -> None:
     torch.manual_seed(0)
     model = nn.Sequential(nn.Conv2d(3, 8, 1), TinyAttention(), nn.Conv2d(8, 16, 1), nn.Conv2d(16, 2, 1))
@@ -463,6 +494,7 @@ HOOK_EXERCISES: dict[str, Callable[[ModpruneManager, Calls, Path], None]] = {
     "modprune_prepare_model": _ex_prepare_model,
     "modprune_protected_modules": _ex_protected_modules,
     "modprune_unwrapped_parameters": _ex_unwrapped_parameters,
+    "modprune_resizable_outputs": _ex_resizable_outputs,
     "modprune_attention_heads": _ex_attention_heads,
     "modprune_finalize_model": _ex_finalize_model,
     "modprune_equal_width_layers": _ex_equal_width_layers,

@@ -98,9 +98,6 @@ def test_finetune_options_check_distill_mode(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow  # one real training epoch with a pruned student (~20-40 s on a busy 2-core machine)
-@pytest.mark.xfail(strict=True, reason="known regression: returned tensors keep their widths, and ultralytics 8.4's "
-                   "eval output carries the neck features Detect receives ('feats'), so structured pruning no longer "
-                   "narrows them and this path never needs the width adapters")
 def test_one_training_run_with_feature_distillation(offline_ultralytics: Path, tiny_data: Path,
                                                    tmp_path: Path) -> None:
     import modprune

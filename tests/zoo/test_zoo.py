@@ -31,6 +31,8 @@ TOLERANCE = 0.02
 
 def _shapes(out, task: str) -> list[tuple[int, ...]]:
     """Returned tensor shapes; a detector's per-image detection count varies, its other dims may not."""
+    if isinstance(out, tuple) and out and isinstance(out[-1], dict) and "feats" in out[-1]:
+        out = (*out[:-1], {k: v for k, v in out[-1].items() if k != "feats"})  # neck maps: pruning narrows them
     shapes = [tuple(t.shape) for t in tensors_of(out)]
     return [s[1:] for s in shapes] if task == "detect" and isinstance(out, list) else shapes
 

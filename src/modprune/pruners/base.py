@@ -60,6 +60,8 @@ class PruneContext:
     prepare_model: Callable[[nn.Module, PruneConfig], None] = _nothing
     protected_modules: Callable[[nn.Module], list[nn.Module]] = _empty
     unwrapped_parameters: Callable[[nn.Module], list[tuple[Any, int]]] = _empty
+    #: ``resizable_outputs(model, outputs)``: returned tensors whose widths may change (``modprune_resizable_outputs``).
+    resizable_outputs: Callable[[nn.Module, Any], list[Any]] = lambda _model, _outputs: []
     finalize_model: Callable[[nn.Module], None] = _nothing
     #: ``modprune_removable_blocks(model)``, flattened over the plugins (depth pruning's candidates).
     removable_blocks: Callable[[nn.Module], list[Any]] = _empty

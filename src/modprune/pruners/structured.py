@@ -357,7 +357,8 @@ class _Run:
         pruner, outputs, fed = self._trace(declared)
         frozen_ids = {id(p) for f in self.frozen for p in ([f] if isinstance(f, nn.Parameter) else f.parameters())}
         self.notes.extend(bare_parameter_notes(pruner, self.model, {id(p) for p, _ in declared}, frozen_ids))
-        layers, returned = output_layers(pruner, [outputs, *fed])
+        resizable = {id(t) for t in self.ctx.resizable_outputs(self.model, outputs)}
+        layers, returned = output_layers(pruner, [outputs, *fed], skip=resizable)
         shapes = [tuple(t.shape) for t in tensors_of(outputs)]
         self.output_shapes = {i: shapes[i] for i in returned if i < len(shapes)}
         kept = [m for m in layers if m not in pruner.ignored_layers]
@@ -482,7 +483,9 @@ class _Run:
             if achieved >= target - self.tolerance / 2:
                 break
             log.info("achieved %.4f of %s, target %.4f: correcting (%d)", achieved, self.kind, target, attempt + 1)
-            current = self._step(steps, steps, target, current, check_final=False, label="correction")
+            before, current = current, self._step(steps, steps, target, current, check_final=False, label="correction")
+            if current == before:  # skipped: no plan comes closer
+                break
         achieved = 1 - current / self.start
         self._check_final(achieved, target)
         return achieved if self.latency is not None else None
@@ -518,6 +521,8 @@ class _Run:
             try:
                 self.pruner.new_step()
                 plan, trials, estimate = self._choose_plan(step, steps, goal, current, check_final)
+                if label == "correction" and self._no_closer(estimate, current, goal):
+                    return current
                 groups = self.pruner.apply(plan)
             except (UnsupportedModelError, UnreachableTargetError, PluginError):
                 raise
@@ -536,6 +541,17 @@ class _Run:
         self.notes.append(self._step_note(label or f"step {step}/{steps}", scale, groups, trials, estimate, after, seconds))
         log.info(self.notes[-1])
         return after
+
+    def _no_closer(self, estimate: float, current: float, goal: float) -> bool:
+        """Whether a correction's best plan lands no closer to ``goal`` than the model already is (e.g. when
+        every group's smallest cut overshoots); noted, and the correction is skipped."""
+        now, planned = 1 - current / self.start, 1 - estimate / self.start
+        if abs(planned - goal) < abs(now - goal):
+            return False
+        self.notes.append(f"correction: skipped, its closest plan ({planned:.4f}) is farther from the target than "
+                          f"what is reached ({now:.4f})")
+        log.info(self.notes[-1])
+        return True
 
     def _step_note(self, name: str, scale: float, groups: int, trials: int, estimate: float, after: float,
                    seconds: float) -> str:

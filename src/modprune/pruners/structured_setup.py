@@ -13,7 +13,7 @@ import logging
 import traceback
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
-from typing import Any, Iterator
+from typing import AbstractSet, Any, Iterator
 
 import torch
 import torch_pruning as tp
@@ -238,19 +238,22 @@ def find_roots(model: nn.Module, config: PruneConfig, ctx: PruneContext, frozen:
     return roots
 
 
-def output_layers(pruner: Any, outputs: Any) -> tuple[list[nn.Module], list[int]]:
+def output_layers(pruner: Any, outputs: Any, skip: AbstractSet[int] = frozenset()) -> tuple[list[nn.Module], list[int]]:
     """Layers whose output channels reach a tensor the model returns.
 
     Everything a model returns keeps its shape (a classifier's classes, a head's outputs, and also
-    returned tensors the model consumes itself, e.g. feature maps that are concatenated inside).
+    returned tensors the model consumes itself, e.g. feature maps that are concatenated inside), except
+    the tensors whose ``id`` is in ``skip`` (named by ``modprune_resizable_outputs``).
 
-    :return: the layers, and the positions of the returned tensors in :func:`tensors_of` ``(outputs)``.
+    :return: the layers, and the positions of the fixed returned tensors in :func:`tensors_of` ``(outputs)``.
     """
     by_grad_fn = {node.grad_fn: node for node in pruner.DG.module2node.values() if node.grad_fn is not None}
     found: list[nn.Module] = []
     returned: list[int] = []
     stack = []
     for i, t in enumerate(tensors_of(outputs)):
+        if id(t) in skip:
+            continue
         returned.append(i)
         node = by_grad_fn.get(t.grad_fn) if t.grad_fn is not None else None
         if node is not None:

@@ -162,7 +162,8 @@ def _storage(url: str | None) -> Any:
         try:
             return optuna.storages.RDBStorage(url, engine_kwargs=kwargs)
         except Exception as exc:  # sqlalchemy's OperationalError and friends
-            if attempt == 4 or "locked" not in str(exc) and "exists" not in str(exc):
+            text = str(exc)
+            if attempt == 4 or not any(w in text for w in ("locked", "exists", "UNIQUE constraint")):
                 raise ConfigError(f"cannot open the study storage {url!r}: {type(exc).__name__}: {exc}", url) from exc
             time.sleep(0.2 * (attempt + 1))
     return None  # pragma: no cover - the loop returns or raises

@@ -18,6 +18,8 @@ What the hooks do:
   / keypoint / angle outputs), DFL, the mask prototypes' last conv, and attention modules (their
   channels are reshaped into heads, which torch-pruning cannot slice consistently; building a group
   through yolo11's C2PSA attention also ran away in memory);
+* ``modprune_resizable_outputs``: the neck maps a head returns beside its predictions (``feats``), whose
+  widths pruning may change;
 * ``modprune_unwrapped_parameters``: A2C2f's residual ``gamma`` (one value per output channel);
 * ``modprune_attention_heads``: the head layouts of Attention and AAttn (pruned by heads / head dimensions
   inside, their outer widths protected as above; :mod:`~modprune.integrations.ultralytics.heads`);
@@ -37,6 +39,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import torch
 from torch import nn
 
 from modprune.config import PruneConfig
@@ -148,6 +151,20 @@ def modprune_unwrapped_parameters(model: nn.Module) -> list[tuple[Any, int]]:
         for m in model.modules()
         if isinstance(m, A2C2f) and isinstance(getattr(m, "gamma", None), nn.Parameter)
     ]
+
+
+@hookimpl
+def modprune_resizable_outputs(model: nn.Module, outputs: Any) -> list[Any]:
+    """The neck maps an ultralytics head returns beside its predictions (``{"feats": [...]}`` in eval mode, for
+    the loss): returning them does not fix their widths; the predictions' shapes stay fixed."""
+    if "ultralytics" not in sys.modules or not isinstance(outputs, (tuple, list)):
+        return []
+    from ultralytics.nn.modules import Detect  # noqa: PLC0415
+
+    if not any(isinstance(m, Detect) for m in model.modules()):
+        return []
+    extras = [o for o in outputs if isinstance(o, dict) and isinstance(o.get("feats"), (list, tuple))]
+    return [t for extra in extras for t in extra["feats"] if isinstance(t, torch.Tensor)]
 
 
 @hookimpl
