@@ -543,13 +543,14 @@ class _Run:
         return after
 
     def _no_closer(self, estimate: float, current: float, goal: float) -> bool:
-        """Whether a correction's best plan lands no closer to ``goal`` than the model already is (e.g. when
-        every group's smallest cut overshoots); noted, and the correction is skipped."""
+        """Whether the model is already within the tolerance of ``goal`` and a correction's best plan would land
+        outside it (e.g. when every group's smallest cut overshoots); noted, and the correction is skipped.
+        Short of the tolerance a correction always runs: a target is a reduction to reach."""
         now, planned = 1 - current / self.start, 1 - estimate / self.start
-        if abs(planned - goal) < abs(now - goal):
+        if abs(now - goal) > self.tolerance or abs(planned - goal) <= self.tolerance:
             return False
-        self.notes.append(f"correction: skipped, its closest plan ({planned:.4f}) is farther from the target than "
-                          f"what is reached ({now:.4f})")
+        self.notes.append(f"correction: skipped, its closest plan ({planned:.4f}) lands outside the tolerance; "
+                          f"what is reached ({now:.4f}) is within it")
         log.info(self.notes[-1])
         return True
 
