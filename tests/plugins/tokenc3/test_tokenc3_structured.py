@@ -503,3 +503,18 @@ def test_recipe_in_two_steps(original):
     with torch.no_grad():
         outputs = _head_outputs(model.eval()(torch.zeros(1, 3, 160, 160)))
     assert outputs[:3] == [(1, 5, 2100), (1, 64, 2100), (1, 1, 2100)]
+
+
+@pytest.mark.slow  # three structured prunes of TokenC3-LSNet-n at 128 px: ~20-40 s
+def test_a_pruned_model_prunes_again(original):
+    """Iterative pruning prepares an already-pruned model: without shortcuts a TokenC3's bottleneck outputs
+    no longer match its split sizes, and the cross interaction must be split by the outputs."""
+    model = copy.deepcopy(original)
+    x = torch.zeros(1, 3, 128, 128)
+    config = dataclasses.replace(modprune.load_recipe(RECIPE), target=0.15)
+    for _ in range(3):
+        report = modprune.prune(model, config, example_inputs=x)
+        assert abs(report.achieved - 0.15) <= 0.02
+        _check_consistent(model)
+    with torch.no_grad():
+        assert _head_outputs(model.eval()(torch.zeros(1, 3, 160, 160)))[:3] == [(1, 5, 2100), (1, 64, 2100), (1, 1, 2100)]

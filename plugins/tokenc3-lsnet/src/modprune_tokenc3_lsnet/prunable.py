@@ -92,6 +92,16 @@ def _out(module: nn.Module) -> int:
     return int(conv.out_channels)
 
 
+def _path_width(blocks: nn.Module, width: int) -> int:
+    """Output channels of a chain of bottlenecks fed ``width`` channels: a block with a shortcut (or one
+    removed by depth pruning) keeps its input width, one without gives its last convolution's."""
+    for block in blocks.children() if isinstance(blocks, nn.Sequential) else (blocks,):
+        if isinstance(block, nn.Identity) or getattr(block, "add", False):
+            continue
+        width = _out(block.cv2)
+    return width
+
+
 def _replace_children(parent: nn.Module, old: tuple[str, ...], new: dict[str, nn.Module]) -> None:
     """Replace the children named ``old`` by ``new`` at the position of the first of them (so that
     state_dict keys keep their order through a conversion and back)."""
@@ -256,9 +266,15 @@ def _prepare_tokenc3(block: TokenC3) -> None:
     ls, reg = block.ls_channels, block.reg_channels
     if _out(lsconv.fusion_conv) != ls + reg:
         raise ValueError(f"TokenC3 split sizes {ls}+{reg} do not match its LSConv's {_out(lsconv.fusion_conv)} outputs")
+    # cross_interaction runs on the bottlenecks' outputs: without shortcuts, pruning lets them differ from
+    # the split sizes (their inputs), so the cross split follows the paths' output widths.
+    ls_out, reg_out = _path_width(block.ls_bottlenecks, ls), _path_width(block.regular_bottlenecks, reg)
+    if _out(block.cross_interaction[0]) != ls_out + reg_out:
+        raise ValueError(f"TokenC3 cross interaction has {_out(block.cross_interaction[0])} channels, its paths "
+                         f"give {ls_out}+{reg_out}")
     fusion_ls, fusion_reg = split_conv_block(lsconv.fusion_conv, (ls, reg))
-    cross_ls = slice_per_channel(block.cross_interaction, slice(0, ls))
-    cross_reg = slice_per_channel(block.cross_interaction, slice(ls, ls + reg))
+    cross_ls = slice_per_channel(block.cross_interaction, slice(0, ls_out))
+    cross_reg = slice_per_channel(block.cross_interaction, slice(ls_out, ls_out + reg_out))
     _replace_children(lsconv, ("fusion_conv",), {"fusion_ls": fusion_ls, "fusion_reg": fusion_reg})
     _replace_children(block, ("cross_interaction",), {"cross_ls": cross_ls, "cross_reg": cross_reg})
     _prepare_lsconv(lsconv)
