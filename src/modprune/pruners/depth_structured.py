@@ -4,17 +4,18 @@ The composite splits one MACs (or parameters) target between the two pruners: th
 blocks until ``depth_share * target`` of the metric is gone (:class:`~modprune.pruners.depth.DepthPruner`,
 least output change per MAC first), then the structured stage removes channels from what is left until the
 whole ``target`` is gone, measured against the model as it was before the depth stage
-(:class:`~modprune.pruners.structured.StructuredPruner`; its ``target`` is
-``1 - (1 - target) / (1 - depth achieved)``). ``depth_share: 0`` is plain structured pruning, ``1`` plain depth
-pruning (when the blocks can reach the target alone).
+(:class:`~modprune.pruners.structured.StructuredPruner`; its ``target`` is ``1 - (1 - target) / (1 - depth
+achieved)``). ``depth_share: 0`` is plain structured pruning, ``1`` plain depth pruning (when the blocks can
+reach the target alone).
 
 A latency target (``target_kind: latency``) is split the same way, except that the depth stage is sized in
 MACs (``depth_share * target`` of them, or every allowed block when they hold fewer: blocks are ranked by
-output change per MAC); the latency the stage
-saved is then measured (the fused models timed together, or predicted with a deterministic table) and the
-structured stage removes the rest of the latency with its latency target, on the same table. ``steps`` and ``on_step`` apply to the structured stage;
-the depth stage is one step. The config's other fields (importance, protections, ratios, ``round_to``) are
-shared by both stages as each understands them.
+output change per MAC); the latency the stage saved is then measured (the fused models timed together, or
+predicted with a deterministic table) and the structured stage removes the rest of the latency with its
+latency target, on the same table.
+
+``steps`` and ``on_step`` apply to the structured stage; the depth stage is one step. The config's other fields (importance, protections, ratios, ``round_to``) are shared by both stages
+as each understands them.
 """
 
 from __future__ import annotations
@@ -139,10 +140,7 @@ class DepthStructuredPruner(Pruner):
         if kind == "latency":
             return self._apply_latency(model, plan, ctx)
         start = self._metric(model, kind, ctx)
-        if plan.depth is not None:
-            outcome = self.depth_pruner.apply(model, plan.depth, dataclasses.replace(ctx, on_step=None))
-            notes += [f"depth: {n}" for n in outcome.notes]
-            ctx = dataclasses.replace(ctx, categories=outcome.categories or ctx.classify(model))
+        ctx = self._depth_stage(model, plan, ctx, notes)
         done = 1 - self._metric(model, kind, ctx) / start if start else 0.0
         rest = 1 - (1 - config.target) / (1 - done) if done < 1 else 0.0
         if rest <= 0:
@@ -155,6 +153,16 @@ class DepthStructuredPruner(Pruner):
         notes += [f"structured: {n}" for n in outcome.notes]
         return PruneOutcome(tuple(notes), None, outcome.categories or ctx.categories)
 
+    def _depth_stage(self, model: nn.Module, plan: DepthStructuredPlan, ctx: PruneContext,
+                     notes: list[str]) -> PruneContext:
+        """Run the depth stage (if planned), adding its notes; returns the context with the depth-pruned
+        model's categories."""
+        if plan.depth is None:
+            return ctx
+        outcome = self.depth_pruner.apply(model, plan.depth, dataclasses.replace(ctx, on_step=None))
+        notes += [f"depth: {n}" for n in outcome.notes]
+        return dataclasses.replace(ctx, categories=outcome.categories or ctx.classify(model))
+
     def _apply_latency(self, model: nn.Module, plan: DepthStructuredPlan, ctx: PruneContext) -> PruneOutcome:
         """Depth stage (sized in MACs), its latency saving measured, then the structured stage's latency target
         for the rest, on the same latency table."""
@@ -163,10 +171,7 @@ class DepthStructuredPruner(Pruner):
         if table is None:
             table = MeasuredLatencyTable(options.latency_backend, options.latency_threads)
         goal = LatencyGoal(model, ctx.example_inputs, table, options.structured.alignment())
-        if plan.depth is not None:
-            outcome = self.depth_pruner.apply(model, plan.depth, dataclasses.replace(ctx, on_step=None))
-            notes += [f"depth: {n}" for n in outcome.notes]
-            ctx = dataclasses.replace(ctx, categories=outcome.categories or ctx.classify(model))
+        ctx = self._depth_stage(model, plan, ctx, notes)
         with eval_mode(model):
             done = 1 - goal.measure(model) / goal.start_ms
         notes.append(f"depth: latency {goal.start_ms:.2f} -> {goal.start_ms * (1 - done):.2f} ms "

@@ -285,13 +285,13 @@ def save_checkpoint(model: nn.Module, path: Path, metadata: Mapping[str, Any]) -
     try:
         saved, meta = _portable(model, metadata)
         with marked_yaml(saved) as marked:
-            _write(saved, {**meta, "retrain_guard": marked}, model, path)
+            _write(saved, {**meta, "retrain_guard": marked}, _train_args(model), path)
     finally:
         model.train(was_training)
 
 
-def _write(saved: nn.Module, meta: dict[str, Any], model: nn.Module, path: Path) -> None:
-    """Save the checkpoint dict ultralytics reads: ``saved`` as its model, the live model's training args."""
+def _write(saved: nn.Module, meta: dict[str, Any], train_args: dict[str, Any], path: Path) -> None:
+    """Save the checkpoint dict ultralytics reads, with ``saved`` as its model."""
     import ultralytics  # noqa: PLC0415
 
     ckpt = {
@@ -305,7 +305,7 @@ def _write(saved: nn.Module, meta: dict[str, Any], model: nn.Module, path: Path)
         "ema": None,
         "updates": None,
         "optimizer": None,
-        "train_args": _train_args(model),
+        "train_args": train_args,
         "train_metrics": {},
         "train_results": {},
         "modprune": meta,

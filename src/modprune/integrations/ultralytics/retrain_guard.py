@@ -1,15 +1,16 @@
 """Stock ``YOLO("pruned.pt").train()`` must not silently train the unpruned network.
 
-ultralytics' ``Model.train`` rebuilds the network from the yaml the checkpoint carries (``model.yaml``)
-and copies over the weights whose shapes still match. For a pruned model that yaml describes the dense
-widths, so training would quietly start from a larger, partly random network ("Transferred 95/355").
+ultralytics' ``Model.train`` rebuilds the network from the yaml the checkpoint carries (``model.yaml``) and
+copies over the weights whose shapes still match. For a pruned model that yaml describes the dense widths, so
+training would quietly start from a larger, partly random network ("Transferred 95/355").
 
 A checkpoint whose network differs from what its yaml builds is therefore saved with its yaml *marked*:
-``scale`` names :data:`~modprune.model_yaml.PRUNED_SCALE`, a sentence saying how to train the model, and
-the yaml keeps what it had under ``modprune_pruned`` (:func:`modprune.model_yaml.marked_cfg`). ultralytics' parser looks the scale up first, so the
-rebuild stops at once with ``KeyError: 'pruned by modprune: ...'``; nothing else in ultralytics reads
-``scale`` (loading, validation, prediction and export work as before). ``modprune.model_yaml.dense_cfg`` gives the
-unmarked yaml back to code that means to build the dense network (the thin baseline, for instance).
+``scale`` names :data:`~modprune.model_yaml.PRUNED_SCALE`, a sentence saying how to train the model, and the
+yaml keeps what it had under ``modprune_pruned`` (:func:`modprune.model_yaml.marked_cfg`). ultralytics' parser
+looks the scale up first, so the rebuild stops at once with ``KeyError: 'pruned by modprune: ...'``; nothing
+else in ultralytics reads ``scale`` (loading, validation, prediction and export work as before).
+``modprune.model_yaml.dense_cfg`` gives the unmarked yaml back to code that means to build the dense network
+(the thin baseline, for instance).
 """
 
 from __future__ import annotations
@@ -35,15 +36,10 @@ def _shapes(model: nn.Module) -> dict[str, tuple[int, ...]]:
 
 def _rebuild(model: nn.Module, cfg: dict[str, Any], device: str) -> nn.Module:
     from modprune.integrations.ultralytics.checkpoint import restricted_parse  # noqa: PLC0415
+    from modprune.integrations.ultralytics.validate import quiet_ultralytics  # noqa: PLC0415
 
-    quiet = logging.getLogger("ultralytics")
-    level = quiet.level
-    quiet.setLevel(logging.WARNING)
-    try:
-        with restricted_parse(), torch.device(device):
-            return type(model)(copy.deepcopy(cfg), ch=int(cfg.get("channels", 3)), nc=cfg.get("nc"), verbose=False)
-    finally:
-        quiet.setLevel(level)
+    with quiet_ultralytics(), restricted_parse(), torch.device(device):
+        return type(model)(copy.deepcopy(cfg), ch=int(cfg.get("channels", 3)), nc=cfg.get("nc"), verbose=False)
 
 
 def rebuild_differs(model: nn.Module) -> bool:
