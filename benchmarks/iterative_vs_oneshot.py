@@ -31,6 +31,7 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=3)
     p.add_argument("--imgsz", type=int, default=128)
     p.add_argument("--out", default="iter-out")
+    p.add_argument("--seed", type=int, default=0, help="fine-tuning seed of both arms")
     a = p.parse_args()
     if a.epochs % a.steps:
         p.error("--epochs must be a multiple of --steps (equal budgets)")
@@ -49,14 +50,14 @@ def main() -> None:
     started = time.perf_counter()
     one = copy.deepcopy(base)
     report = modprune.prune(one, config, x)
-    opts = FinetuneOptions(epochs=a.epochs, imgsz=a.imgsz, batch=16, project_dir=out, name="oneshot", seed=0)
+    opts = FinetuneOptions(epochs=a.epochs, imgsz=a.imgsz, batch=16, project_dir=out, name="oneshot", seed=a.seed)
     one = finetune(one, a.data, opts, teacher=base)
     results["one-shot"] = {**validate(one, a.data, imgsz=a.imgsz), "achieved": report.achieved,
                            "seconds": time.perf_counter() - started}
 
     started = time.perf_counter()
     it = copy.deepcopy(base)
-    opts = FinetuneOptions(epochs=a.epochs // a.steps, imgsz=a.imgsz, batch=16, project_dir=out, name="iter", seed=0)
+    opts = FinetuneOptions(epochs=a.epochs // a.steps, imgsz=a.imgsz, batch=16, project_dir=out, name="iter", seed=a.seed)
     result = prune_iteratively(it, config, a.data, opts, steps=a.steps, example_inputs=x, distill="output")
     results["iterative"] = {**validate(it, a.data, imgsz=a.imgsz), "seconds": time.perf_counter() - started,
                             "steps": [getattr(r, "__dict__", str(r)) for r in getattr(result, "steps", [])]}

@@ -39,7 +39,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from tests.zoo.cases import CASES, Case, raw_ignored_layers  # noqa: E402
+from tests.zoo.cases import CASES, Case, output_shapes, raw_ignored_layers  # noqa: E402
 
 TOLERANCE = 0.02
 
@@ -56,15 +56,6 @@ def _alarm(seconds: int) -> None:
     signal.alarm(seconds)
 
 
-def _shapes(out: Any, task: str) -> list[tuple[int, ...]]:
-    from modprune.measure.walk import tensors_of
-
-    if isinstance(out, tuple) and out and isinstance(out[-1], dict) and "feats" in out[-1]:
-        out = (*out[:-1], {k: v for k, v in out[-1].items() if k != "feats"})  # neck maps: pruning narrows them
-    shapes = [tuple(t.shape) for t in tensors_of(out)]
-    return [s[1:] for s in shapes] if task == "detect" and isinstance(out, list) else shapes
-
-
 def _macs(model: torch.nn.Module, x: Any) -> int:
     from modprune.measure import count_macs
 
@@ -77,7 +68,7 @@ def _outcome(model: torch.nn.Module, x: Any, case: Case, before: list, achieved:
     model.eval()
     try:
         with torch.no_grad():
-            shapes = _shapes(call_model(model, x), case.task)
+            shapes = output_shapes(call_model(model, x), case.task)
     except Exception:  # noqa: BLE001 - the pruned model no longer runs
         return "broken"
     if shapes != before:
@@ -155,7 +146,7 @@ def run_case(case: Case, budget: int) -> dict[str, Any]:
     torch.manual_seed(0)
     x = case.inputs(case.size)
     with torch.no_grad():
-        before = _shapes(call_model(case.build().eval(), x), case.task)
+        before = output_shapes(call_model(case.build().eval(), x), case.task)
     row = {"case": case.id, "target": case.target, "size": case.size,
            "modprune": _timed(lambda: run_modprune(case, x, before), budget),
            "torch_pruning": _timed(lambda: run_raw(case, x, before), budget),

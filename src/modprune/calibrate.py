@@ -20,7 +20,7 @@ from torch import nn
 
 from modprune.exceptions import DatasetError, ModpruneError
 
-__all__ = ["IMAGE_SUFFIXES", "calibrate_batchnorm", "image_batches", "image_files"]
+__all__ = ["IMAGE_SUFFIXES", "batches_of", "calibrate_batchnorm", "image_batches", "image_files"]
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +64,12 @@ def _read(path: Path, imgsz: int) -> torch.Tensor:
 
 def image_batches(folder: str | os.PathLike[str], imgsz: int, batch_size: int = 8) -> Iterator[torch.Tensor]:
     """Batches ``(B, 3, imgsz, imgsz)`` of the images under ``folder`` (recursively, sorted by path)."""
-    files = image_files(folder)
+    return batches_of(image_files(folder), imgsz, batch_size)
+
+
+def batches_of(files: Iterable[str | os.PathLike[str]], imgsz: int, batch_size: int = 8) -> Iterator[torch.Tensor]:
+    """Batches ``(B, 3, imgsz, imgsz)`` of these image files, in order, letterboxed, read lazily."""
+    files = [Path(f) for f in files]
     for start in range(0, len(files), batch_size):
         yield torch.stack([_read(p, imgsz) for p in files[start : start + batch_size]])
 

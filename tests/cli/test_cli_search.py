@@ -31,7 +31,7 @@ def test_sensitivity_then_search_then_prune_with_the_found_recipe(run_cli, tmp_p
     curves = json.loads((tmp_path / "s.json").read_text())["curves"]
     assert [c["unit"] for c in curves] == ["conv"] and curves[0]["points"][0]["macs_reduction"] > 0
     assert "val_loss" in curves[0]["points"][0] and "mAP50" in curves[0]["points"][0]
-    res = run_cli("search", *common, "--budget", "macs=0.3", "--trials", "2", "--seed", "0",
+    res = run_cli("search", *common, "--budget", "macs=0.3", "--trials", "2", "--seed", "0", "--calibrate-batches", "1",
                   "--objective", "val_loss", "-o", tmp_path / "best.yaml", cwd=tmp_path)
     assert res.rc == 0, res.stderr
     assert "best so far" in res.stderr and (tmp_path / "best.optuna.db").exists()
@@ -39,5 +39,5 @@ def test_sensitivity_then_search_then_prune_with_the_found_recipe(run_cli, tmp_p
                   "--report-json", tmp_path / "r.json", cwd=tmp_path)
     assert res.rc == 0, res.stderr
     assert abs(json.loads((tmp_path / "r.json").read_text())["achieved"] - 0.3) <= 0.01
-    refused = run_cli("search", *common, "--budget", "latency=0.5", "-o", tmp_path / "l.yaml", cwd=tmp_path)
-    assert refused.rc == 2 and "latency" in refused.stderr
+    refused = run_cli("search", *common, "--budget", "flops=0.5", "-o", tmp_path / "l.yaml", cwd=tmp_path)
+    assert refused.rc == 2 and "latency" in refused.stderr  # the error lists the valid kinds

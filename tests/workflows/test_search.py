@@ -69,6 +69,20 @@ def test_two_workers_share_one_sqlite_study_without_losing_a_trial(tmp_path: Pat
     assert all(t.state in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED) for t in study.trials)
 
 
+def test_a_latency_budget_is_met_by_the_best_recipe() -> None:
+    from modprune.measure import FormulaLatencyTable
+
+    table = FormulaLatencyTable(per_mac=1e-5, per_layer=0.001, per_output=1e-6)  # deterministic: no timing
+    model = toy_cnn(width=32)
+    base = modprune.PruneConfig(method="structured", importance="l1", pruner_options={"align": 4})
+    result = search(model, Fidelity(model), X, budget="latency=0.3", objective="fidelity", trials=3, seed=0,
+                    config=base, latency_table=table)
+    assert result.config.target_kind == "latency" and abs(result.achieved - 0.3) <= 0.02
+    assert all(abs(h["achieved"] - 0.3) <= 0.02 for h in result.history if h["state"] == "complete")
+    report = modprune.prune(toy_cnn(width=32), result.config, X, latency_table=table)
+    assert abs(report.achieved - 0.3) <= 0.02 and report.achieved == pytest.approx(result.achieved, abs=1e-6)
+
+
 def test_infeasible_trials_never_win() -> None:
     model = toy_cnn(width=8)  # the linear layer feeds the output: its ratio alone cannot remove any MACs
     with pytest.raises(modprune.UnreachableTargetError, match="no trial"):
@@ -77,7 +91,8 @@ def test_infeasible_trials_never_win() -> None:
 
 def test_budgets() -> None:
     pm = modprune.get_plugin_manager(entry_points=False)
-    assert Budget.parse("macs=0.4") == Budget("macs", 0.4)
+    assert Budget.parse("macs=0.4") == Budget("macs", 0.4, 0.01)
+    assert Budget.parse("latency=0.5").tolerance == 0.02 and Budget.parse("macs=0.4", tolerance=0.03).tolerance == 0.03
     Budget.parse("params=0.5").check(pm)
     Budget.parse("latency=0.5").check(pm)  # the structured pruner has a latency target kind
     for bad in ("macs", "macs=x", "macs=1.5", "macs=0", "channels=0.3", "flops=0.3"):

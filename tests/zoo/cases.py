@@ -123,3 +123,14 @@ def raw_ignored_layers(model: nn.Module, case: Case) -> list[nn.Module]:
         else:
             out.append(model.get_submodule(name))
     return out
+
+
+def output_shapes(out: Any, task: str) -> list[tuple[int, ...]]:
+    """Returned tensor shapes; a detector's per-image detection count varies, its other dims may not, and
+    the neck maps ultralytics returns beside its predictions (``feats``) narrow when pruned."""
+    from modprune.measure.walk import tensors_of
+
+    if isinstance(out, tuple) and out and isinstance(out[-1], dict) and "feats" in out[-1]:
+        out = (*out[:-1], {k: v for k, v in out[-1].items() if k != "feats"})
+    shapes = [tuple(t.shape) for t in tensors_of(out)]
+    return [s[1:] for s in shapes] if task == "detect" and isinstance(out, list) else shapes

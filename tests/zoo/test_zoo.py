@@ -18,7 +18,7 @@ import modprune
 from modprune import PruneConfig, UnreachableTargetError, UnsupportedModelError
 from modprune.measure.walk import call_model, tensors_of
 
-from .cases import CASES, Case
+from .cases import CASES, Case, output_shapes
 
 pytestmark = [
     pytest.mark.slow,
@@ -29,21 +29,13 @@ pytestmark = [
 TOLERANCE = 0.02
 
 
-def _shapes(out, task: str) -> list[tuple[int, ...]]:
-    """Returned tensor shapes; a detector's per-image detection count varies, its other dims may not."""
-    if isinstance(out, tuple) and out and isinstance(out[-1], dict) and "feats" in out[-1]:
-        out = (*out[:-1], {k: v for k, v in out[-1].items() if k != "feats"})  # neck maps: pruning narrows them
-    shapes = [tuple(t.shape) for t in tensors_of(out)]
-    return [s[1:] for s in shapes] if task == "detect" and isinstance(out, list) else shapes
-
-
 def prune_case(case: Case, tmp_path) -> str:
     """``pruned`` or ``refused``; raises on anything else."""
     torch.manual_seed(0)
     model = case.build().eval()
     x = case.inputs(case.size)
     with torch.no_grad():
-        before = _shapes(call_model(model, x), case.task)
+        before = output_shapes(call_model(model, x), case.task)
     config = PruneConfig(method="structured", target=case.target, target_kind="macs", protect_modules=case.protect_modules,
                          pruner_options=case.pruner_options)
     try:
@@ -54,7 +46,7 @@ def prune_case(case: Case, tmp_path) -> str:
     model.eval()
     with torch.no_grad():
         out = call_model(model, x)
-    assert _shapes(out, case.task) == before
+    assert output_shapes(out, case.task) == before
     assert report.achieved == pytest.approx(case.target, abs=TOLERANCE)
     path = tmp_path / "model.pt"
     modprune.save(model, path)

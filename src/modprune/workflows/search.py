@@ -40,27 +40,33 @@ log = logging.getLogger(__name__)
 MAX_RELATIVE = 0.95
 #: A finished trial's measured reduction must be this close to the budget.
 DEFAULT_TOLERANCE = 0.01
+#: ... and for a latency budget, the structured pruner's own latency tolerance (timing is noisy).
+LATENCY_TOLERANCE = 0.02
 PARAM = "ratio:"
 
 
 @dataclass(frozen=True)
 class Budget:
     """What must be removed: ``kind`` (a target kind of the structured pruner, e.g. ``macs``) and the
-    fraction ``value`` in (0, 1), within ``tolerance``."""
+    fraction ``value`` in (0, 1), within ``tolerance`` (None: :data:`DEFAULT_TOLERANCE`, or
+    :data:`LATENCY_TOLERANCE` for ``latency``)."""
 
     kind: str
     value: float
-    tolerance: float = DEFAULT_TOLERANCE
+    tolerance: float | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.kind, str) or not self.kind:
             raise ConfigError(f"budget kind must be a name such as 'macs', got {self.kind!r}", self.kind)
+        if self.tolerance is None:
+            default = LATENCY_TOLERANCE if self.kind == "latency" else DEFAULT_TOLERANCE
+            object.__setattr__(self, "tolerance", default)
         for name, value, hi in (("budget", self.value, 1.0), ("tolerance", self.tolerance, 0.5)):
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < hi:
                 raise ConfigError(f"{name} must be a number in (0, {hi:g}), got {value!r}", value)
 
     @classmethod
-    def parse(cls, text: str, *, tolerance: float = DEFAULT_TOLERANCE) -> Budget:
+    def parse(cls, text: str, *, tolerance: float | None = None) -> Budget:
         """``"macs=0.4"`` -> ``Budget("macs", 0.4)``."""
         kind, sep, value = str(text).partition("=")
         try:
@@ -76,9 +82,6 @@ class Budget:
         kinds = [k for k in pm.strategies.pruners.get("structured").target_kinds if k != "channels"]
         if self.kind in kinds:
             return
-        if self.kind == "latency":
-            raise ConfigError("a latency budget needs the structured pruner's 'latency' target kind, which this "
-                              f"modprune does not have; use one of: {', '.join(kinds)} (e.g. macs=0.4)", self.kind)
         raise ConfigError(f"budget kind {self.kind!r} is not valid; valid: {', '.join(kinds)}", self.kind)
 
 
@@ -110,9 +113,18 @@ def _direction(objective: str) -> str:
     return "minimize" if objective.endswith("loss") else "maximize"
 
 
+#: Methods whose channel stage takes the searched ``category_ratios``; a base of another method searches
+#: with ``structured``.
+RATIO_METHODS = ("structured", "depth+structured")
+
+
 def _trial_config(base: PruneConfig, budget: Budget, ratios: Mapping[str, float]) -> PruneConfig:
-    return dataclasses.replace(base, method="structured", target=budget.value, target_kind=budget.kind,
-                               category_ratios=dict(ratios), default_ratio=0.0, steps=1)
+    """The base with the trial's ratios. Categories not searched get ratio 0, except under a depth stage,
+    which keeps a block only when nothing inside it is at ratio 0: there they keep the base's default."""
+    method = base.method if base.method in RATIO_METHODS else "structured"
+    default = base.default_ratio if method == "depth+structured" else 0.0
+    return dataclasses.replace(base, method=method, target=budget.value, target_kind=budget.kind,
+                               category_ratios=dict(ratios), default_ratio=default, steps=1)
 
 
 @dataclass
@@ -127,6 +139,7 @@ class _Objective:
     objective: str
     categories: Sequence[str]
     pm: ModpruneManager
+    latency_table: Any = None
 
     def __call__(self, trial: Any) -> float:
         import optuna  # noqa: PLC0415
@@ -134,7 +147,8 @@ class _Objective:
         ratios = {c: trial.suggest_float(f"{PARAM}{c}", 0.0, MAX_RELATIVE) for c in self.categories}
         work = copy.deepcopy(self.model)
         try:
-            report = api.prune(work, _trial_config(self.base, self.budget, ratios), self.example_inputs, pm=self.pm)
+            report = api.prune(work, _trial_config(self.base, self.budget, ratios), self.example_inputs, pm=self.pm,
+                               latency_table=self.latency_table)
         except UnreachableTargetError as exc:
             trial.set_user_attr("infeasible", str(exc)[:500])
             raise optuna.TrialPruned(f"budget unreachable with these ratios: {exc}") from None
@@ -230,6 +244,7 @@ def search(
     seed: int | None = None,
     progress: Callable[[str], None] | None = None,
     pm: ModpruneManager | None = None,
+    latency_table: Any = None,
 ) -> SearchResult:
     """Search per-category ratios that meet ``budget`` and optimise ``objective`` (``model`` is not modified).
 
@@ -239,9 +254,13 @@ def search(
     :param trials: trials this call runs (added to those already in a resumed study).
     :param storage: an Optuna RDB storage URL (``sqlite:///search.db``, ``postgresql://...``); None: in memory.
     :param study_name: the study's name in ``storage``; a stored study of another search is refused.
-    :param config: the base config (importance, scope, protect, protect_modules, pruner_options, seed).
+    :param config: the base config (importance, scope, protect, protect_modules, pruner_options, seed); a
+        ``depth+structured`` base keeps its depth stage in every trial (e.g. ``tokenc3-lsnet-fast``), any
+        other method searches with ``structured``.
     :param categories: the categories searched (default every prunable, unprotected one); others stay at 0.
     :param seed: the sampler's seed (None: random; give each parallel worker its own).
+    :param latency_table: for a ``latency`` budget, the per-layer latency table every trial plans and
+        measures with (see :func:`modprune.prune`); None: the backend's table, cached on disk.
     :raises ConfigError: a bad budget, objective or category, or a study made for another search.
     :raises UnreachableTargetError: no trial of the study met the budget.
     """
@@ -262,7 +281,7 @@ def search(
     if study.trials:
         say(f"resuming study {study_name!r}: {len(study.trials)} trials already there")
     started = time.perf_counter()
-    run = _Objective(model, score, example_inputs, base, budget, objective, chosen, pm)
+    run = _Objective(model, score, example_inputs, base, budget, objective, chosen, pm, latency_table)
     study.optimize(run, n_trials=trials, callbacks=[_progress(say, objective, budget, trials)])
     return _result(study, base, budget, objective, study_name, time.perf_counter() - started)
 

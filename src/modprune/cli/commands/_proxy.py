@@ -12,12 +12,16 @@ __all__ = ["add_proxy_args", "base_config", "input_paths", "set_threads"]
 
 
 def add_proxy_args(p: argparse.ArgumentParser) -> None:
-    """MODEL, --imgsz, --trust-pickle, --data, --subset, --batch, --recipe, --protect-module, --threads."""
+    """MODEL, --imgsz, --trust-pickle, --data, --subset, --batch, --calibrate-batches, --recipe, --protect-module,
+    --threads."""
     add_model_args(p)
     p.add_argument("--data", required=True, help="dataset yaml (YOLO format); its validation split is the held-out set")
     p.add_argument("--subset", type=positive_int, default=32,
                    help="validation images scored per point or trial (the first ones by name; default 32)")
     p.add_argument("--batch", type=positive_int, default=16, help="validation batch size (default 16)")
+    p.add_argument("--calibrate-batches", type=int, default=0, metavar="N",
+                   help="re-estimate BatchNorm statistics on N batches of the training images before scoring "
+                        "each model (default 0: off)")
     p.add_argument("--recipe", help="base recipe (name or YAML): importance, scope, protect, round_to are taken from "
                                     "it (default: structured, l1)")
     p.add_argument("--protect-module", action="append", default=[], metavar="NAME",

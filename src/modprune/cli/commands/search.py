@@ -19,9 +19,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                                       "(Optuna), and write the best as a recipe")
     add_proxy_args(p)
     p.add_argument("--budget", required=True, metavar="KIND=FRACTION",
-                   help="what the pruned model must lose, e.g. macs=0.4 (or params=0.5)")
-    p.add_argument("--tolerance", type=float, default=0.01,
-                   help="how far a trial's measured reduction may be from the budget (default 0.01)")
+                   help="what the pruned model must lose, e.g. macs=0.4, params=0.5 or latency=0.5")
+    p.add_argument("--tolerance", type=float, default=None,
+                   help="how far a trial's measured reduction may be from the budget (default 0.01; 0.02 for latency)")
+    p.add_argument("--prune-imgsz", type=positive_int, metavar="N",
+                   help="input size each trial prunes, counts MACs and times latency at (default --imgsz); e.g. "
+                        "640 for a latency budget at the deployed size while the proxy validates at --imgsz")
     p.add_argument("--trials", type=positive_int, default=20, help="trials this run adds to the study (default 20)")
     p.add_argument("--objective", default="mAP50",
                    help="proxy metric to optimise: mAP50 (default), mAP50-95, or val_loss (minimised)")
@@ -56,8 +59,9 @@ def run(args: argparse.Namespace) -> int:
     storage = args.storage or default_storage(out)
     set_threads(args)
     model = load_model(args)
-    with ProxyScorer(args.data, imgsz=args.imgsz, subset=args.subset, batch=args.batch) as score:
-        result = search(model, score, example_input(args.imgsz), budget=budget, objective=args.objective,
+    with ProxyScorer(args.data, imgsz=args.imgsz, subset=args.subset, batch=args.batch,
+                     calibrate_batches=args.calibrate_batches) as score:
+        result = search(model, score, example_input(args.prune_imgsz or args.imgsz), budget=budget, objective=args.objective,
                         trials=args.trials, storage=storage, study_name=args.study, config=config,
                         categories=args.category or None, seed=args.seed,
                         progress=lambda m: print(m, file=sys.stderr))

@@ -53,7 +53,8 @@ def run(args: argparse.Namespace) -> int:
         check_output(args.plot, inputs, force=args.force)
     set_threads(args)
     model = load_model(args)
-    with ProxyScorer(args.data, imgsz=args.imgsz, subset=args.subset, batch=args.batch) as score:
+    with ProxyScorer(args.data, imgsz=args.imgsz, subset=args.subset, batch=args.batch,
+                     calibrate_batches=args.calibrate_batches) as score:
         result = sensitivity(model, score, example_input(args.imgsz), by=args.by, ratios=ratios,
                              units=args.unit or None, config=config, progress=lambda m: print(m, file=sys.stderr))
     with staged_outputs() as stage:  # the JSON and the plot land together or not at all
