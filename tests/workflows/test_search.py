@@ -93,6 +93,9 @@ def test_budgets() -> None:
     pm = modprune.get_plugin_manager(entry_points=False)
     assert Budget.parse("macs=0.4") == Budget("macs", 0.4, 0.01)
     assert Budget.parse("latency=0.5").tolerance == 0.02 and Budget.parse("macs=0.4", tolerance=0.03).tolerance == 0.03
+    macs, latency = Budget.parse("macs=0.4"), Budget.parse("latency=0.5")
+    assert macs.met(0.395) and macs.met(0.41) and not macs.met(0.42) and not macs.met(0.38)
+    assert latency.met(0.485) and latency.met(0.56) and not latency.met(0.47)  # latency: a ceiling on what is left
     Budget.parse("params=0.5").check(pm)
     Budget.parse("latency=0.5").check(pm)  # the structured pruner has a latency target kind
     for bad in ("macs", "macs=x", "macs=1.5", "macs=0", "channels=0.3", "flops=0.3"):

@@ -2,9 +2,10 @@
 
 Each trial proposes a relative ratio per category (structured pruning, ``category_ratios``), prunes a copy
 of the model to the budget (e.g. 40% fewer MACs: the pruner scales the ratios together until the target
-is met, so every finished trial meets the budget within its tolerance), and scores it with a proxy
-without fine-tuning (see :mod:`modprune.workflows.sensitivity`). A trial whose ratios cannot reach the
-budget, or land outside the tolerance, is recorded as pruned (infeasible) and never becomes the best.
+is met, so every finished trial meets the budget within its tolerance; a latency budget may also be
+exceeded), and scores it with a proxy without fine-tuning (see :mod:`modprune.workflows.sensitivity`). A
+trial whose ratios cannot reach the budget, or miss it, is recorded as pruned (infeasible) and never
+becomes the best.
 
 Trials live in an Optuna study: in memory by default, or in any storage URL Optuna's RDB storage accepts
 (``sqlite:///study.db`` for one machine; ``postgresql://...`` or ``mysql://...`` for many workers on many
@@ -49,7 +50,7 @@ PARAM = "ratio:"
 class Budget:
     """What must be removed: ``kind`` (a target kind of the structured pruner, e.g. ``macs``) and the
     fraction ``value`` in (0, 1), within ``tolerance`` (None: :data:`DEFAULT_TOLERANCE`, or
-    :data:`LATENCY_TOLERANCE` for ``latency``)."""
+    :data:`LATENCY_TOLERANCE` for ``latency``, where removing more is allowed too: see :meth:`met`)."""
 
     kind: str
     value: float
@@ -76,6 +77,13 @@ class Budget:
         if not sep or math.isnan(number):
             raise ConfigError(f"budget {text!r} must look like KIND=FRACTION, e.g. macs=0.4", text)
         return cls(kind.strip(), number, tolerance)
+
+    def met(self, achieved: float) -> bool:
+        """Whether a measured reduction meets the budget: within the tolerance, or, for ``latency`` (a
+        ceiling on what is left), anything more. An overshooting trial stays in the study and competes
+        with less of the model left; the pruner cannot undo a cut that measured deeper than planned."""
+        miss = achieved - self.value
+        return -self.tolerance <= miss and (miss <= self.tolerance or self.kind == "latency")
 
     def check(self, pm: ModpruneManager) -> None:
         """Raise unless the structured pruner measures this kind (``channels`` is not a budget)."""
@@ -154,7 +162,7 @@ class _Objective:
             raise optuna.TrialPruned(f"budget unreachable with these ratios: {exc}") from None
         achieved = float(report.achieved)
         trial.set_user_attr("achieved", achieved)
-        if abs(achieved - self.budget.value) > self.budget.tolerance:
+        if not self.budget.met(achieved):
             trial.set_user_attr("infeasible", f"achieved {achieved:.4f}, budget {self.budget.value}")
             raise optuna.TrialPruned(f"achieved {achieved:.4f}, outside the budget {self.budget.value}")
         metrics = {k: float(v) for k, v in self.score(work).items()}
