@@ -6,7 +6,7 @@
 One-shot: the recipe in one step, then ``--epochs`` epochs of fine-tuning with output distillation from
 the base. Iterative: :func:`modprune.prune_iteratively` in ``--steps`` steps to the same target, each
 followed by ``epochs / steps`` epochs (same distillation), so both spend the same epochs. Validation at
-``--imgsz`` on the dataset's validation split. Writes ``OUT/iterative.json``.
+``--imgsz`` on the dataset's validation split. ``--seed`` sets both arms' fine-tuning. Writes ``OUT/iterative.json``.
 """
 
 from __future__ import annotations
