@@ -28,7 +28,7 @@ import dataclasses
 import os
 import statistics
 import time
-from typing import Any, Callable, Iterator
+from typing import Any, Iterator
 
 import pytest
 import torch
