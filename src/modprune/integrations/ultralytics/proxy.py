@@ -10,8 +10,8 @@ each validation batch. The dataloader is built once and reused by every call.
 With ``calibrate_batches=N`` every scored model is first copied and its BatchNorm running statistics are
 re-estimated on N batches of the dataset's training images (:func:`modprune.calibrate.calibrate_batchnorm`,
 images only, no labels, no weight change). A one-shot prune shifts what each BatchNorm sees; without
-recalibration a structured cut of 30-40% leaves the proxy near mAP 0 for almost any ratios, so the
-search and the sensitivity curves compare noise (see docs/results.md, "BatchNorm recalibration").
+recalibration the proxy scores mostly the stale statistics (yolov8n at -30% MACs: mAP50 0.000 as pruned,
+0.249 recalibrated; see docs/results.md, "BatchNorm recalibration").
 """
 
 from __future__ import annotations
