@@ -30,6 +30,7 @@ from modprune.config import PruneConfig
 from modprune.exceptions import ConfigError, UnreachableTargetError
 from modprune.optional import require
 from modprune.plugins import ModpruneManager, resolve
+from modprune.pruners.structured import LATENCY_TOLERANCE  # a latency budget: the pruner's own tolerance
 from modprune.recipes import Recipe
 from modprune.workflows.sensitivity import Score, prunable_units
 
@@ -41,8 +42,6 @@ log = logging.getLogger(__name__)
 MAX_RELATIVE = 0.95
 #: A finished trial's measured reduction must be this close to the budget.
 DEFAULT_TOLERANCE = 0.01
-#: ... and for a latency budget, the structured pruner's own latency tolerance (timing is noisy).
-LATENCY_TOLERANCE = 0.02
 PARAM = "ratio:"
 
 
