@@ -4,8 +4,10 @@
         --data fast-out/data/data.yaml --out acc-out
 
 The base is pruned with ``tokenc3-lsnet-fast`` on a 640 px input, then fine-tuned from the same pruned
-weights once per budget (``both``: output + feature distillation for 5 epochs; ``output`` for 15 epochs),
-each validated at 128 px on the dataset's validation split. Writes ``OUT/acc.json``.
+weights once per budget (``--budgets``, each ``MODE-EPOCHS``; default ``both-5,output-15``: output + feature
+distillation for 5 epochs, output distillation for 15), each validated at 128 px on the dataset's
+validation split; ``--seed`` sets the fine-tuning. Writes ``OUT/acc.json`` (with the prune's notes and
+latency figures) and the pruned model ``OUT/pruned.pt``.
 """
 
 from __future__ import annotations
@@ -20,7 +22,18 @@ import torch
 
 import modprune
 
-BUDGETS = (("both-5", 5, "both"), ("output-15", 15, "output"))
+BUDGETS = "both-5,output-15"
+
+
+def budgets(text: str) -> list[tuple[str, int, str]]:
+    """``"output-5,both-15"`` -> ``[(name, epochs, mode), ...]``."""
+    out = []
+    for name in text.split(","):
+        mode, _, epochs = name.strip().rpartition("-")
+        if mode not in ("output", "feature", "both") or not epochs.isdigit() or int(epochs) < 1:
+            raise argparse.ArgumentTypeError(f"budget {name!r} is not MODE-EPOCHS (MODE: output, feature, both)")
+        out.append((name.strip(), int(epochs), mode))
+    return out
 
 
 def main() -> None:
@@ -28,6 +41,8 @@ def main() -> None:
     p.add_argument("--base", required=True)
     p.add_argument("--data", required=True)
     p.add_argument("--out", default="acc-out")
+    p.add_argument("--budgets", type=budgets, default=budgets(BUDGETS), help=f"MODE-EPOCHS list (default {BUDGETS})")
+    p.add_argument("--seed", type=int, default=0, help="fine-tuning seed")
     a = p.parse_args()
     from modprune.integrations.ultralytics.offline import ensure_offline
 
@@ -41,13 +56,17 @@ def main() -> None:
     pruned = copy.deepcopy(base)
     started = time.perf_counter()
     report = modprune.prune(pruned, modprune.load_recipe("tokenc3-lsnet-fast"), torch.zeros(1, 3, 640, 640))
-    results["prune"] = {"achieved": report.achieved, "seconds": time.perf_counter() - started}
-    for name, epochs, mode in BUDGETS:
-        options = FinetuneOptions(epochs=epochs, imgsz=128, batch=16, project_dir=out, name=name, seed=0, distill=mode)
+    results["prune"] = {"achieved": report.achieved, "seconds": time.perf_counter() - started,
+                        "latency": report.latency, "notes": list(report.notes),
+                        "params": sum(p.numel() for p in pruned.parameters())}
+    out.mkdir(parents=True, exist_ok=True)
+    modprune.save(pruned, out / "pruned.pt", metadata={"recipe": "tokenc3-lsnet-fast"})
+    for name, epochs, mode in a.budgets:
+        options = FinetuneOptions(epochs=epochs, imgsz=128, batch=16, project_dir=out, name=name, seed=a.seed,
+                                  distill=mode)
         started = time.perf_counter()
         tuned = finetune(copy.deepcopy(pruned), a.data, options, teacher=base)
         results[name] = {**validate(tuned, a.data, imgsz=128), "seconds": time.perf_counter() - started}
-    out.mkdir(parents=True, exist_ok=True)
     (out / "acc.json").write_text(json.dumps(results, indent=2, default=str))
     for name, r in results.items():
         if "mAP50" in r:

@@ -39,3 +39,17 @@ def test_prune_in_steps_with_checkpoints_and_resume(run_cli, make_cnn, tmp_path:
     bad = run_cli("prune", model, "--recipe", tmp_path / "r.yaml", "--imgsz", "16", "--data", "d.yaml",
                   "-o", tmp_path / "o3.pt", cwd=tmp_path)
     assert bad.rc != 0 and "--finetune-epochs" in bad.stderr
+
+
+def test_prune_in_steps_on_a_cubic_schedule(run_cli, make_cnn, tmp_path: Path) -> None:
+    model = tmp_path / "cnn.pt"
+    modprune.save(make_cnn(width=64), model)
+    (tmp_path / "r.yaml").write_text(RECIPE)
+    res = run_cli("prune", model, "--recipe", tmp_path / "r.yaml", "--imgsz", "16", "--steps", "2",
+                  "--schedule", "cubic", "-o", tmp_path / "out.pt", "--report-json", tmp_path / "r.json", cwd=tmp_path)
+    assert res.rc == 0, res.stderr
+    steps = json.loads((tmp_path / "r.json").read_text())["steps"]
+    assert [round(s["wanted"], 4) for s in steps] == [round(0.30 * 0.875, 4), 0.30]  # 1 - (1 - 1/2)**3
+    bad = run_cli("prune", model, "--recipe", tmp_path / "r.yaml", "--imgsz", "16", "--steps", "2",
+                  "--schedule", "step", "-o", tmp_path / "o2.pt", cwd=tmp_path)
+    assert bad.rc != 0 and "linear" in bad.stderr

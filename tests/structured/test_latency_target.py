@@ -131,3 +131,59 @@ def test_report_carries_latency_but_its_digest_does_not(pm) -> None:
     assert "latency" in report.to_markdown()
     other = dataclasses.replace(report, latency={**report.latency, "measured_ms": 1.0})
     assert other.digest() == report.digest()
+
+
+def wide_net() -> nn.Sequential:
+    """Wide enough that 8-channel steps move the latency by a few points at most."""
+    torch.manual_seed(0)
+    return nn.Sequential(
+        nn.Conv2d(3, 64, 3, padding=1), nn.BatchNorm2d(64), nn.ReLU(),
+        nn.Conv2d(64, 128, 3, stride=2, padding=1), nn.BatchNorm2d(128), nn.ReLU(),
+        nn.Conv2d(128, 128, 3, padding=1), nn.BatchNorm2d(128), nn.ReLU(),
+        nn.Conv2d(128, 96, 1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(96, 10))
+
+
+def test_a_measured_overshoot_is_replanned_from_the_unpruned_model(pm) -> None:
+    """The "real model" saves 1.5x what the table predicts: the plan for 0.3 measures about 0.45 removed,
+    which no correction can undo; the run is pruned again from the unpruned model, aiming short."""
+    dense_ms = predict_latency(wide_net(), X, fake_table()).layers_ms
+
+    def faster(model, x):  # removed latency 1.5x the table's estimate
+        return dense_ms - 1.5 * (dense_ms - predict_latency(model, x, fake_table()).layers_ms)
+
+    model = wide_net()
+    report = modprune.prune(model, latency_config(0.3), X, pm=pm, latency_table=fake_table(measure_fn=faster))
+    assert any(n.startswith("re-planned: the measured latency reduction") for n in report.notes), report.notes
+    assert abs(report.achieved - 0.3) <= 0.02, report.notes
+    assert report.achieved == pytest.approx(1 - faster(model, X) / dense_ms)  # the model kept is the one measured
+    assert model(X).shape == (1, 10)
+
+
+def test_a_replan_no_closer_keeps_the_first_result(pm) -> None:
+    """Every pruned model "measures" 35% faster whatever its widths: the re-planned one is no closer to
+    0.2, so the first pruned model is put back, with the widths it was measured with."""
+    dense_ms = predict_latency(net(), X, fake_table()).layers_ms
+    measured_widths = []
+
+    def always_35(model, x):
+        widths = [m.out_channels for m in model.modules() if isinstance(m, nn.Conv2d)]
+        if predict_latency(model, x, fake_table()).layers_ms >= dense_ms:
+            return dense_ms
+        measured_widths.append(widths)
+        return 0.65 * dense_ms
+
+    model = net()
+    report = modprune.prune(model, latency_config(0.2), X, pm=pm, latency_table=fake_table(measure_fn=always_35))
+    assert any(n.startswith("re-planned: the measured latency reduction 0.3500") for n in report.notes)
+    assert any(n.startswith("re-planned result (0.3500) is no closer") for n in report.notes), report.notes
+    assert len(measured_widths) >= 2 and measured_widths[0] != measured_widths[-1]  # two different prunes
+    assert [m.out_channels for m in model.modules() if isinstance(m, nn.Conv2d)] == measured_widths[0]
+    assert report.achieved == pytest.approx(0.35)
+    assert model(X).shape == (1, 10)
+
+
+def test_a_run_within_the_tolerance_is_not_replanned(pm) -> None:
+    report = modprune.prune(net(), latency_config(0.4), X, pm=pm,
+                            latency_table=fake_table(measure_fn=lambda m, x: predict_latency(m, x, fake_table()).layers_ms))
+    assert abs(report.achieved - 0.4) <= 0.02
+    assert not any(n.startswith("re-planned") for n in report.notes)

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 import modprune
-from modprune.workflows.iterative import prune_iteratively, step_target
+from modprune.workflows.iterative import prune_iteratively, schedule_fraction, step_target
 
 from modprune.measure.counts import count_macs
 
@@ -35,6 +35,47 @@ def test_iterative_schedule_hits_macs_target(steps: int, make_cnn) -> None:
     wanted = [r.wanted for r in result.steps]
     assert wanted == pytest.approx([0.30 * k / steps for k in range(1, steps + 1)])
     assert result.model is model
+
+
+def test_cubic_schedule_cuts_most_first() -> None:
+    shares = [schedule_fraction(k, 4, "cubic") for k in range(1, 5)]
+    assert shares == pytest.approx([1 - 0.75 ** 3, 1 - 0.5 ** 3, 1 - 0.25 ** 3, 1.0])
+    cuts = [b - a for a, b in zip([0.0, *shares], shares)]
+    assert cuts == sorted(cuts, reverse=True)  # each cut smaller than the one before
+    assert [schedule_fraction(k, 4) for k in range(1, 5)] == pytest.approx([0.25, 0.5, 0.75, 1.0])
+    assert step_target(100.0, 100.0, 0.4, 1, 4, "cubic") == pytest.approx(0.4 * (1 - 0.75 ** 3))
+    with pytest.raises(modprune.ConfigError, match="linear, cubic"):
+        schedule_fraction(1, 4, "exponential")
+
+
+@pytest.mark.parametrize("steps", [2, 3])  # at 4 the last cut (0.05% of the MACs) is below this toy net's step
+def test_cubic_schedule_hits_macs_target(steps: int, make_cnn) -> None:
+    model = make_cnn(width=64)
+    result = prune_iteratively(model, MACS_30, steps=steps, example_inputs=X, schedule="cubic")
+    assert abs(result.achieved - 0.30) <= 0.01
+    assert [r.wanted for r in result.steps] == pytest.approx(
+        [0.30 * (1 - (1 - k / steps) ** 3) for k in range(1, steps + 1)])
+    assert abs(result.steps[0].achieved - result.steps[0].wanted) <= 0.01  # the big first cut is hit too
+
+
+def test_an_unknown_schedule_writes_nothing(tmp_path, make_cnn) -> None:
+    with pytest.raises(modprune.ConfigError, match="schedule"):
+        prune_iteratively(make_cnn(width=64), MACS_30, steps=2, example_inputs=X, schedule="step",
+                          checkpoint_dir=tmp_path / "run")
+    assert not (tmp_path / "run").exists()
+
+
+def test_resume_refuses_another_schedule(tmp_path, make_cnn) -> None:
+    ckpt = tmp_path / "run"
+    with pytest.raises(KeyboardInterrupt):
+        prune_iteratively(make_cnn(width=64), MACS_30, steps=3, example_inputs=X, finetune_fn=_Tune(fail_at=2),
+                          checkpoint_dir=ckpt, schedule="cubic")
+    assert json.loads((ckpt / "state.json").read_text())["schedule"] == "cubic"
+    with pytest.raises(modprune.ConfigError, match="schedule"):
+        prune_iteratively(make_cnn(width=64), MACS_30, steps=3, example_inputs=X, checkpoint_dir=ckpt, resume=True)
+    result = prune_iteratively(make_cnn(width=64), MACS_30, steps=3, example_inputs=X, finetune_fn=_Tune(),
+                               checkpoint_dir=ckpt, resume=True, schedule="cubic")
+    assert abs(result.achieved - 0.30) <= 0.01
 
 
 class _Tune:

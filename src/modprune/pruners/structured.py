@@ -78,6 +78,7 @@ from modprune.pruners.structured_setup import (
 from modprune.pruners.structured_heads import attention_layouts, over_budget
 from modprune.pruners.tp_patches import patched_torch_pruning
 from modprune.pruners.trace_budget import BudgetExceeded, time_budget
+from modprune.rollback import Snapshot, snapshot
 
 __all__ = ["StructuredOptions", "StructuredPruner", "custom_types"]
 
@@ -208,8 +209,12 @@ class StructuredPruner(Pruner):
         ctx = self._prepare(model, plan.config, ctx, notes)
         prepared = _structure(model)
         with patched_torch_pruning():  # torch-pruning is as found again once this block exits
+            unpruned = snapshot(model) if plan.config.target_kind == "latency" else None
             run = _Run(model, plan, ctx, notes)
             achieved = run.execute()
+            if unpruned is not None and run.overshot():
+                run, achieved = _replanned(model, plan, ctx, notes, run, unpruned)
+            run.finish()
             if plan.options.portable:
                 run.equalize()
         ctx.finalize_model(model)
@@ -236,6 +241,31 @@ class StructuredPruner(Pruner):
         if _structure(model) == structure:
             return ctx
         return dataclasses.replace(ctx, categories=ctx.classify(model))
+
+
+def _replanned(model: nn.Module, plan: PrunePlan, ctx: PruneContext, notes: list[str], first: _Run,
+               unpruned: Snapshot) -> tuple[_Run, float | None]:
+    """A latency run that measured past its target, pruned again from ``unpruned`` aiming short by the
+    measured overshoot: the cut saved ``achieved / target`` times what was planned, so the new plan aims at
+    ``target**2 / achieved`` and may land past it by the tolerance shrunk in the same proportion. The result
+    closer to the target is kept. A correction can only remove more, so this is the one way back.
+    """
+    target, achieved = plan.config.target, first.achieved
+    aim = max(target * target / achieved, target / 2)
+    notes.append(f"re-planned: the measured latency reduction {achieved:.4f} overshot the target {target:.4f} "
+                 f"by more than {first.tolerance:.0%}; pruning the unpruned model again, aiming at {aim:.4f}")
+    log.info(notes[-1])
+    first_result = snapshot(model)
+    unpruned.restore(model)
+    second = _Run(model, plan, ctx, notes)
+    second.plan_tolerance = first.tolerance * aim / target
+    again = second.execute(aim=aim)
+    if abs(second.achieved - target) < abs(achieved - target):
+        return second, again
+    first_result.restore(model)
+    notes.append(f"re-planned result ({second.achieved:.4f}) is no closer to the target: the first one "
+                 f"({achieved:.4f}) is kept")
+    return first, achieved
 
 
 def _short_of(values: dict[float, float], goal: float, best: tuple[float, float]) -> tuple[float, float]:
@@ -301,6 +331,7 @@ class _Run:
         self.round_to = plan.options.round_to if self.kind != "latency" else None  # latency: the greedy aligns
         self.options = plan.options
         self.tolerance = LATENCY_TOLERANCE if self.kind == "latency" else TOLERANCE
+        self.plan_tolerance = self.tolerance  # what the latency greedy may land past a step's goal
         self.latency: LatencyGoal | None = None
         self.inputs = ctx.example_inputs
         protection = find_protection(model, config, ctx)
@@ -323,6 +354,7 @@ class _Run:
         self.table: MacsTable | None = None
         self.start: float | None = None
         self.last = 0.0
+        self.achieved = 0.0
         self.budget = plan.options.trace_budget
         before = self._prune_heads(plan.options)
         self.pruner = self._build()
@@ -463,15 +495,18 @@ class _Run:
 
     # --- steps --------------------------------------------------------------------------------
 
-    def execute(self) -> float | None:
+    def execute(self, aim: float | None = None) -> float | None:
         """Every step of the schedule, then corrections if the measured result falls short.
 
-        Returns the achieved channel reduction for ``channels`` targets (None otherwise: the report
-        measures MACs and parameters itself)."""
+        ``aim`` (default: the target) is what the schedule plans for; corrections and the final check
+        are against the target (a re-planned latency run aims short of it, see :func:`_replanned`).
+        Returns the achieved channel reduction for ``channels`` targets, the measured latency reduction
+        for ``latency`` targets (None otherwise: the report measures MACs and parameters itself)."""
         steps, target = self.config.steps, self.config.target
+        aim = target if aim is None else aim
         current = self.start
         for step in range(1, steps + 1):
-            current = self._step(step, steps, target * step / steps, current, check_final=step == 1)
+            current = self._step(step, steps, aim * step / steps, current, check_final=step == 1)
             if self.ctx.on_step is not None:
                 self.ctx.on_step(step, steps, self.model)
         if self.kind == "channels":
@@ -486,9 +521,18 @@ class _Run:
             before, current = current, self._step(steps, steps, target, current, check_final=False, label="correction")
             if current == before:  # skipped: no plan comes closer
                 break
-        achieved = 1 - current / self.start
-        self._check_final(achieved, target)
-        return achieved if self.latency is not None else None
+        self.achieved = 1 - current / self.start
+        return self.achieved if self.latency is not None else None
+
+    def overshot(self) -> bool:
+        """Whether a measured latency run removed more than the tolerance past its target."""
+        return (self.latency is not None and self.latency.timed_models
+                and self.achieved > self.config.target + self.tolerance)
+
+    def finish(self) -> None:
+        """Note the result against the target (see :meth:`_check_final`)."""
+        if self.kind != "channels":
+            self._check_final(self.achieved, self.config.target)
 
     def _check_final(self, achieved: float, target: float) -> None:
         """Note the result; outside the tolerance: raise with ``round_to`` (its units are the cause and
@@ -609,8 +653,8 @@ class _Run:
             weights = dict(self.roots.base)
             if check_final:
                 self._check_reachable(1 - self.latency.most(self.pruner, self.model, weights) / self.start)
-            return self.latency.plan(self.pruner, self.model, (1 - goal) * self.start, self.tolerance * self.start,
-                                     weights, current)
+            return self.latency.plan(self.pruner, self.model, (1 - goal) * self.start,
+                                     self.plan_tolerance * self.start, weights, current)
         estimator = self._estimator()
         plans: dict[float, Plan] = {}
         values: dict[float, float] = {}

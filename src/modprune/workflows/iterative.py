@@ -2,10 +2,13 @@
 
 :func:`prune_iteratively` runs ``K`` steps. Step ``k`` asks :func:`modprune.prune` (one call, the
 pruner's own ``steps`` forced to 1) for a target computed against the *current* model so that the
-cumulative reduction against the *original* model becomes ``target * k / K``::
+cumulative reduction against the *original* model becomes ``target * f(k / K)``::
 
-    wanted_k = original * (1 - target * k / K)      # MACs, params or nonzero weights left after step k
+    wanted_k = original * (1 - target * f(k / K))   # MACs, params or nonzero weights left after step k
     step_target_k = 1 - wanted_k / current_k
+
+``f`` is the schedule: ``linear`` (``f(t) = t``, the default) or ``cubic`` (``f(t) = 1 - (1 - t)**3``,
+Zhu & Gupta's gradual pruning: large cuts first).
 
 Because every step measures what the model holds now, an over- or undershoot of one step is corrected
 by the next, and the last step aims at the final target itself.
@@ -40,7 +43,8 @@ from torch import nn
 from modprune.config import PruneConfig
 from modprune.exceptions import ConfigError, OutputPathError
 
-__all__ = ["FinetuneFn", "IterativeResult", "StepRecord", "prune_iteratively", "step_target"]
+__all__ = ["SCHEDULES", "FinetuneFn", "IterativeResult", "StepRecord", "prune_iteratively", "schedule_fraction",
+           "step_target"]
 
 LOG = logging.getLogger(__name__)
 STATE_FILE = "state.json"
@@ -88,12 +92,31 @@ class IterativeResult:
                 "resumed_from": self.resumed_from, "steps": [s.to_dict() for s in self.steps]}
 
 
-def step_target(original: float, current: float, target: float, step: int, steps: int) -> float:
-    """The fraction to remove from the current model so the cumulative reduction is ``target*step/steps``.
+#: How the cumulative target grows over the steps (see :func:`schedule_fraction`).
+SCHEDULES = ("linear", "cubic")
+
+
+def schedule_fraction(step: int, steps: int, schedule: str = "linear") -> float:
+    """The share of the final target reached after ``step`` of ``steps``.
+
+    ``linear``: ``step / steps``, equal cuts. ``cubic``: ``1 - (1 - step / steps) ** 3``, the gradual pruning
+    schedule of Zhu & Gupta ("To prune, or not to prune", 2017): large cuts first, while the model has the
+    most redundancy, then smaller ones, so the later steps (and the last fine-tuning) mostly recover.
+    """
+    if schedule not in SCHEDULES:
+        raise ConfigError(f"schedule {schedule!r} is not one of {', '.join(SCHEDULES)}", obj=schedule)
+    t = step / steps
+    return t if schedule == "linear" else 1.0 - (1.0 - t) ** 3
+
+
+def step_target(original: float, current: float, target: float, step: int, steps: int,
+                schedule: str = "linear") -> float:
+    """The fraction to remove from the current model so the cumulative reduction is
+    ``target * schedule_fraction(step, steps, schedule)`` (``target*step/steps`` for ``linear``).
 
     0.0 when the model is already at or past that point.
     """
-    wanted_left = original * (1.0 - target * step / steps)
+    wanted_left = original * (1.0 - target * schedule_fraction(step, steps, schedule))
     if current <= 0 or wanted_left >= current:
         return 0.0
     return min(1.0 - wanted_left / current, 0.999)
@@ -124,6 +147,7 @@ def prune_iteratively(
     finetune_fn: FinetuneFn | None = None,
     checkpoint_dir: str | os.PathLike[str] | None = None,
     resume: bool = False,
+    schedule: str = "linear",
     pm: Any = None,
 ) -> IterativeResult:
     """Prune ``model`` to ``config.target`` in ``steps`` steps, fine-tuning after each; see the module doc.
@@ -142,6 +166,8 @@ def prune_iteratively(
         finetune_fn: Own fine-tuning ``fn(model, step) -> model`` instead of the built-in one.
         checkpoint_dir: Where to write checkpoints and ``state.json`` (needed for ``resume``).
         resume: Continue an interrupted run from ``checkpoint_dir``.
+        schedule: How the cumulative target grows: ``"linear"`` (``target * k / steps``, equal cuts) or
+            ``"cubic"`` (Zhu & Gupta's gradual schedule, large cuts first; :func:`schedule_fraction`).
         pm: Plugin manager (default: the global one).
 
     Returns:
@@ -155,14 +181,15 @@ def prune_iteratively(
 
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
         raise ConfigError(f"steps={steps!r} must be an integer >= 1", obj=steps)
+    schedule_fraction(1, steps, schedule)  # an unknown schedule fails before anything is written
     config = dataclasses.replace(api.resolve_config(config, pm), steps=1)
     kind = str(config.target_kind)
-    run = _Checkpoints(checkpoint_dir, config, steps) if checkpoint_dir is not None else None
+    run = _Checkpoints(checkpoint_dir, config, steps, schedule) if checkpoint_dir is not None else None
     model, original, records, teacher = _start(model, kind, example_inputs, run, resume, distill, pm)
     tune = finetune_fn or _builtin_finetune(data, options, teacher, distill)
     result = IterativeResult(model, config.target, kind, list(records), resumed_from=len(records))
     for k in range(len(records) + 1, steps + 1):
-        result.steps.append(_one_step(model, config, k, steps, original, example_inputs, tune, pm))
+        result.steps.append(_one_step(model, config, (k, steps, schedule), original, example_inputs, tune, pm))
         if run is not None:
             run.save_step(model, original, result.steps, pm)
     LOG.info("iterative pruning: %d steps, %s reduction %.4f (target %.4f)", steps, kind, result.achieved,
@@ -182,22 +209,25 @@ def _start(model: nn.Module, kind: str, example_inputs: Any, run: _Checkpoints |
     return model, original, records, teacher
 
 
-def _one_step(model: nn.Module, config: PruneConfig, k: int, steps: int, original: float, example_inputs: Any,
-              tune: FinetuneFn | None, pm: Any) -> StepRecord:
-    """Prune step ``k`` against the current model, fine-tune, keep the fine-tuned weights."""
+def _one_step(model: nn.Module, config: PruneConfig, where: tuple[int, int, str], original: float,
+              example_inputs: Any, tune: FinetuneFn | None, pm: Any) -> StepRecord:
+    """Prune step ``k`` of ``where = (k, steps, schedule)`` against the current model, fine-tune, keep the
+    fine-tuned weights."""
     from modprune import api  # noqa: PLC0415
 
+    k, steps, schedule = where
     kind = str(config.target_kind)
+    wanted = config.target * schedule_fraction(k, steps, schedule)
     current = measure(model, kind, example_inputs, pm)
-    target_k = step_target(original, current, config.target, k, steps)
+    target_k = step_target(original, current, config.target, k, steps, schedule)
     if target_k > 0:
         api.prune(model, dataclasses.replace(config, target=target_k), example_inputs, pm=pm)
     if tune is not None:
         keep_weights(model, tune(model, k))
     achieved = 1.0 - measure(model, kind, example_inputs, pm) / original if original else 0.0
     LOG.info("step %d/%d: asked %.4f of the current model, cumulative %.4f (wanted %.4f)", k, steps, target_k,
-             achieved, config.target * k / steps)
-    return StepRecord(k, config.target * k / steps, target_k, achieved, tune is not None)
+             achieved, wanted)
+    return StepRecord(k, wanted, target_k, achieved, tune is not None)
 
 
 def keep_weights(model: nn.Module, tuned: nn.Module) -> None:
@@ -238,10 +268,11 @@ def _builtin_finetune(data: Any, options: Any, teacher: nn.Module | None, distil
 class _Checkpoints:
     """``checkpoint_dir`` layout: ``teacher.pt`` (the original), ``step-K.pt``, ``state.json``."""
 
-    def __init__(self, folder: str | os.PathLike[str], config: PruneConfig, steps: int) -> None:
+    def __init__(self, folder: str | os.PathLike[str], config: PruneConfig, steps: int, schedule: str) -> None:
         self.dir = Path(folder).expanduser()
         self.config = config
         self.steps = steps
+        self.schedule = schedule
 
     def start(self, model: nn.Module, resume: bool, pm: Any) -> tuple[nn.Module, float, list[StepRecord]] | None:
         """Prepare a fresh run (None), or load the state of one to resume."""
@@ -265,9 +296,11 @@ class _Checkpoints:
 
     def _check(self, state: dict[str, Any]) -> None:
         if state.get("format") != STATE_FORMAT or state.get("steps") != self.steps \
+                or state.get("schedule", "linear") != self.schedule \
                 or state.get("config") != json.loads(json.dumps(self.config.to_dict())):
-            raise ConfigError(f"the run in {str(self.dir)!r} used another config or step count "
-                              f"(steps {state.get('steps')}); resume with the same recipe and --steps", obj=state)
+            raise ConfigError(f"the run in {str(self.dir)!r} used another config, step count or schedule "
+                              f"(steps {state.get('steps')}, schedule {state.get('schedule', 'linear')}); resume "
+                              "with the same recipe, --steps and --schedule", obj=state)
 
     def _missing(self, name: str) -> None:
         raise ConfigError(f"{str(self.dir / name)!r} is missing; the checkpoint folder is incomplete", obj=name)
@@ -284,7 +317,8 @@ class _Checkpoints:
 
         name = f"step-{len(records)}.pt"
         save(model, self.dir / name, metadata={"iterative_step": len(records)}, pm=pm)
-        state = {"format": STATE_FORMAT, "steps": self.steps, "config": self.config.to_dict(), "original": original,
+        state = {"format": STATE_FORMAT, "steps": self.steps, "schedule": self.schedule,
+                 "config": self.config.to_dict(), "original": original,
                  "checkpoint": name, "records": [r.to_dict() for r in records]}
         with atomic_path(self.dir / STATE_FILE) as tmp:
             tmp.write_text(json.dumps(state, indent=2))

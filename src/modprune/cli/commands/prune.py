@@ -48,8 +48,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def _add_iterative_args(p: argparse.ArgumentParser) -> None:
     """Iterative pruning with recovery (prune -> fine-tune, K steps); see modprune.workflows.iterative."""
+    from modprune.workflows.iterative import SCHEDULES
+
     g = p.add_argument_group("iterative pruning with fine-tuning")
     g.add_argument("--steps", type=positive_int, default=1, help="prune in this many steps (default 1)")
+    g.add_argument("--schedule", choices=SCHEDULES, default="linear",
+                   help="how the cumulative target grows over --steps: linear (equal cuts, default) or cubic "
+                        "(Zhu & Gupta's gradual schedule, large cuts first)")
     g.add_argument("--data", help="dataset yaml: fine-tune after every step (needs --finetune-epochs)")
     g.add_argument("--finetune-epochs", type=positive_int, help="fine-tuning epochs after each step")
     g.add_argument("--finetune-batch", type=positive_int, default=16, help="fine-tuning batch size (default 16)")
@@ -164,7 +169,7 @@ def _run_iterative(args: argparse.Namespace, model: object, config: object, out:
                                       seed=args.seed, distill=args.distill_mode)
         result = prune_iteratively(model, config, args.data, options, steps=args.steps,
                                    example_inputs=example_input(args.imgsz), distill=args.distill,
-                                   checkpoint_dir=args.checkpoint_dir, resume=args.resume)
+                                   checkpoint_dir=args.checkpoint_dir, resume=args.resume, schedule=args.schedule)
     meta = {"recipe": str(args.recipe), "config": config.to_dict(), "iterative": result.to_dict()}
     save(result.model, out, metadata=meta)
     if args.report_json:
