@@ -24,6 +24,7 @@ from pathlib import Path
 import torch
 
 import modprune
+from modprune.workflows.iterative import SCHEDULES
 
 
 def main() -> None:
@@ -36,7 +37,7 @@ def main() -> None:
     p.add_argument("--imgsz", type=int, default=128)
     p.add_argument("--out", default="iter-out")
     p.add_argument("--seed", type=int, default=0, help="fine-tuning seed of both arms")
-    p.add_argument("--schedule", choices=("linear", "cubic"), default="linear",
+    p.add_argument("--schedule", choices=SCHEDULES, default="linear",
                    help="the iterative arm's schedule (prune_iteratively(schedule=...))")
     p.add_argument("--arms", choices=("both", "iterative"), default="both",
                    help="'iterative' skips the one-shot arm (its figures from an earlier run of the same settings)")

@@ -6,8 +6,10 @@
 The base is pruned with ``tokenc3-lsnet-fast`` on a 640 px input, then fine-tuned from the same pruned
 weights once per budget (``--budgets``, each ``MODE-EPOCHS``; default ``both-5,output-15``: output + feature
 distillation for 5 epochs, output distillation for 15), each validated at 128 px on the dataset's
-validation split; ``--seed`` sets the fine-tuning. Writes ``OUT/acc.json`` (with the prune's notes and
-latency figures) and the pruned model ``OUT/pruned.pt``.
+validation split; ``--seed`` sets the fine-tuning. ``--recipe`` prunes with another recipe (a name or a
+YAML file). ``--dense-control`` also fine-tunes the unpruned base with every budget (distilled from itself),
+the control for "extra epochs train an unconverged base further". Writes ``OUT/acc.json`` (with the prune's
+notes and latency figures) and the pruned model ``OUT/pruned.pt``.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from pathlib import Path
 import torch
 
 import modprune
+from modprune.integrations.ultralytics.feature_distill import DISTILL_MODES
 
 BUDGETS = "both-5,output-15"
 
@@ -30,8 +33,8 @@ def budgets(text: str) -> list[tuple[str, int, str]]:
     out = []
     for name in text.split(","):
         mode, _, epochs = name.strip().rpartition("-")
-        if mode not in ("output", "feature", "both") or not epochs.isdigit() or int(epochs) < 1:
-            raise argparse.ArgumentTypeError(f"budget {name!r} is not MODE-EPOCHS (MODE: output, feature, both)")
+        if mode not in DISTILL_MODES or not epochs.isdigit() or int(epochs) < 1:
+            raise argparse.ArgumentTypeError(f"budget {name!r} is not MODE-EPOCHS (MODE: {', '.join(DISTILL_MODES)})")
         out.append((name.strip(), int(epochs), mode))
     return out
 
@@ -43,6 +46,8 @@ def main() -> None:
     p.add_argument("--out", default="acc-out")
     p.add_argument("--budgets", type=budgets, default=budgets(BUDGETS), help=f"MODE-EPOCHS list (default {BUDGETS})")
     p.add_argument("--seed", type=int, default=0, help="fine-tuning seed")
+    p.add_argument("--recipe", default="tokenc3-lsnet-fast", help="recipe name or YAML file")
+    p.add_argument("--dense-control", action="store_true", help="fine-tune the unpruned base with every budget too")
     a = p.parse_args()
     from modprune.integrations.ultralytics.offline import ensure_offline
 
@@ -55,18 +60,20 @@ def main() -> None:
     results = {"base": validate(base, a.data, imgsz=128)}
     pruned = copy.deepcopy(base)
     started = time.perf_counter()
-    report = modprune.prune(pruned, modprune.load_recipe("tokenc3-lsnet-fast"), torch.zeros(1, 3, 640, 640))
+    report = modprune.prune(pruned, modprune.load_recipe(a.recipe), torch.zeros(1, 3, 640, 640))
     results["prune"] = {"achieved": report.achieved, "seconds": time.perf_counter() - started,
                         "latency": report.latency, "notes": list(report.notes),
                         "params": sum(p.numel() for p in pruned.parameters())}
     out.mkdir(parents=True, exist_ok=True)
-    modprune.save(pruned, out / "pruned.pt", metadata={"recipe": "tokenc3-lsnet-fast"})
-    for name, epochs, mode in a.budgets:
-        options = FinetuneOptions(epochs=epochs, imgsz=128, batch=16, project_dir=out, name=name, seed=a.seed,
-                                  distill=mode)
-        started = time.perf_counter()
-        tuned = finetune(copy.deepcopy(pruned), a.data, options, teacher=base)
-        results[name] = {**validate(tuned, a.data, imgsz=128), "seconds": time.perf_counter() - started}
+    modprune.save(pruned, out / "pruned.pt", metadata={"recipe": str(a.recipe)})
+    arms = [("", pruned)] + ([("dense-", base)] if a.dense_control else [])
+    for prefix, start in arms:
+        for name, epochs, mode in a.budgets:
+            options = FinetuneOptions(epochs=epochs, imgsz=128, batch=16, project_dir=out, name=prefix + name,
+                                      seed=a.seed, distill=mode)
+            started = time.perf_counter()
+            tuned = finetune(copy.deepcopy(start), a.data, options, teacher=base)
+            results[prefix + name] = {**validate(tuned, a.data, imgsz=128), "seconds": time.perf_counter() - started}
     (out / "acc.json").write_text(json.dumps(results, indent=2, default=str))
     for name, r in results.items():
         if "mAP50" in r:

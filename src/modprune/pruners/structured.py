@@ -213,7 +213,8 @@ class StructuredPruner(Pruner):
             run = _Run(model, plan, ctx, notes)
             achieved = run.execute()
             if unpruned is not None and run.overshot():
-                run, achieved = _replanned(model, plan, ctx, notes, run, unpruned)
+                run = _replanned(model, plan, ctx, notes, run, unpruned)
+                achieved = run.achieved
             run.finish()
             if plan.options.portable:
                 run.equalize()
@@ -244,7 +245,7 @@ class StructuredPruner(Pruner):
 
 
 def _replanned(model: nn.Module, plan: PrunePlan, ctx: PruneContext, notes: list[str], first: _Run,
-               unpruned: Snapshot) -> tuple[_Run, float | None]:
+               unpruned: Snapshot) -> _Run:
     """A latency run that measured past its target, pruned again from ``unpruned`` aiming short by the
     measured overshoot: the cut saved ``achieved / target`` times what was planned, so the new plan aims at
     ``target**2 / achieved`` and may land past it by the tolerance shrunk in the same proportion. The result
@@ -259,13 +260,13 @@ def _replanned(model: nn.Module, plan: PrunePlan, ctx: PruneContext, notes: list
     unpruned.restore(model)
     second = _Run(model, plan, ctx, notes)
     second.plan_tolerance = first.tolerance * aim / target
-    again = second.execute(aim=aim)
+    second.execute(aim=aim)
     if abs(second.achieved - target) < abs(achieved - target):
-        return second, again
+        return second
     first_result.restore(model)
     notes.append(f"re-planned result ({second.achieved:.4f}) is no closer to the target: the first one "
                  f"({achieved:.4f}) is kept")
-    return first, achieved
+    return first
 
 
 def _short_of(values: dict[float, float], goal: float, best: tuple[float, float]) -> tuple[float, float]:
