@@ -15,7 +15,8 @@ recipe and ``--recipe`` itself each prune a copy of the base, then get the same 
 fine-tuning with output distillation from the base. The thin baseline (the same yaml at the width multiple
 whose MACs match the recipe's pruned model) trains from scratch for base + fine-tune epochs. Accuracy:
 ultralytics' validator on the whole validation split at ``--imgsz``. A rerun into the same ``OUT`` reuses
-each seed's trained base (``OUT/seed-N/base.pt``). Writes ``OUT/search_vs_recipe.json`` after every seed and prints a Markdown table with mean and spread over the seeds.
+each seed's trained base (``OUT/seed-N/base.pt``); ``--bases-only`` stops there (the bases other benchmarks
+start from). Writes ``OUT/search_vs_recipe.json`` after every seed and prints a Markdown table with mean and spread over the seeds.
 """
 
 from __future__ import annotations
@@ -56,6 +57,8 @@ def _args() -> argparse.Namespace:
     p.add_argument("--objective", default="mAP50")
     p.add_argument("--seeds", default="0,1,2")
     p.add_argument("--no-thin", action="store_true", help="skip the thin baseline")
+    p.add_argument("--bases-only", action="store_true",
+                   help="stop after each seed's data and trained base (OUT/seed-N/base.pt, data/data.yaml)")
     return p.parse_args()
 
 
@@ -109,6 +112,9 @@ def _one_seed(a, seed: int) -> dict:
                       "base", a.base_epochs, seed)
         modprune.save(base, saved)
     seconds["base"], metrics["base"] = time.perf_counter() - t, validate(base, data, imgsz=a.imgsz)
+    if a.bases_only:
+        base_metrics = {m: metrics["base"][m] for m in ("mAP50", "mAP50-95")}
+        return {**record, "seconds": seconds, "results": {"base": base_metrics}}
     t = time.perf_counter()
     found = _search(base, data, a, out, seed)
     seconds["search"] = time.perf_counter() - t

@@ -5,6 +5,7 @@ Importing modprune imports neither ultralytics, onnx nor torchvision; integratio
 
 from modprune.api import (
     categorize,
+    find_recipe,
     get_recipe,
     list_detectors,
     list_importances,
@@ -73,6 +74,7 @@ __all__ = [
     "categorize",
     "fuse",
     "get_plugin_manager",
+    "find_recipe",
     "get_recipe",
     "hookimpl",
     "hookspec",

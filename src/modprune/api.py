@@ -29,6 +29,7 @@ __all__ = [
     "list_importances",
     "list_pruners",
     "list_recipes",
+    "find_recipe",
     "get_recipe",
     "load_recipe",
     "prune",
@@ -64,12 +65,17 @@ def get_recipe(name: str, pm: ModpruneManager | None = None) -> Recipe:
     return resolve(pm).strategies.recipes.get(name)
 
 
-def load_recipe(name_or_path: str | os.PathLike[str], pm: ModpruneManager | None = None) -> PruneConfig:
-    """The config of a registered recipe, or of a recipe YAML file (a path or a name ending in .yaml)."""
+def find_recipe(name_or_path: str | os.PathLike[str], pm: ModpruneManager | None = None) -> Recipe:
+    """A registered recipe, or a recipe YAML file (a path or a name ending in .yaml): config and fine-tuning."""
     text = str(name_or_path)
     if text.endswith((".yaml", ".yml")) or os.sep in text or Path(text).is_file():
-        return recipe_from_file(text).config
-    return get_recipe(text, pm).config
+        return recipe_from_file(text)
+    return get_recipe(text, pm)
+
+
+def load_recipe(name_or_path: str | os.PathLike[str], pm: ModpruneManager | None = None) -> PruneConfig:
+    """The config of a registered recipe, or of a recipe YAML file (a path or a name ending in .yaml)."""
+    return find_recipe(name_or_path, pm).config
 
 
 def valid_categories(pm: ModpruneManager | None = None) -> list[str]:

@@ -245,7 +245,23 @@ def test_load_recipe_from_a_file(tmp_path: Path) -> None:
     bare = tmp_path / "bare.yml"
     bare.write_text("target: 0.2\n")
     assert modprune.load_recipe(bare).target == 0.2
-    assert recipe_from_file(bare).name == "bare"
+    assert recipe_from_file(bare).name == "bare" and recipe_from_file(bare).finetune == {}
+
+
+def test_a_recipe_carries_its_finetuning(tmp_path: Path) -> None:
+    path = tmp_path / "deep.yaml"
+    path.write_text("name: deep\nconfig: {target: 0.6}\nfinetune: {optimizer: SGD, lr0: 0.02}\n")
+    recipe = modprune.find_recipe(path)
+    assert recipe.finetune == {"optimizer": "SGD", "lr0": 0.02} and recipe.config.target == 0.6
+    with pytest.raises(TypeError):
+        recipe.finetune["lr0"] = 1.0  # type: ignore[index]  # frozen like the config
+    again = tmp_path / "again.yaml"
+    again.write_text(recipe.to_yaml())
+    assert recipe_from_file(again).finetune == recipe.finetune
+    assert "finetune" not in modprune.find_recipe(tmp_path / "again.yaml").to_dict()["config"]
+    plain = tmp_path / "plain.yaml"
+    plain.write_text("name: plain\nconfig: {target: 0.2}\n")
+    assert "finetune" not in recipe_from_file(plain).to_dict()  # no section written when there is none
 
 
 @pytest.mark.parametrize(
@@ -261,6 +277,12 @@ def test_load_recipe_from_a_file(tmp_path: Path) -> None:
         ("name: x\ndescription: 3\nconfig: {}\n", "description"),
         ("config: {target: 0.2\n", "YAML"),
         ("config:\n  steps: 0\n", "steps"),
+        ("config: {}\nfinetune: [SGD]\n", "finetune must be a mapping"),
+        ("config: {}\nfinetune: {lr: 0.1}\n", r"unknown finetune keys \['lr'\]; valid: optimizer, lr0"),
+        ("config: {}\nfinetune: {optimizer: SGD, lr0: -1}\n", "finetune lr0 must be a positive number"),
+        ("config: {}\nfinetune: {optimizer: SGD, distill_weight: .inf}\n", "distill_weight must be a positive"),
+        ("config: {}\nfinetune: {optimizer: 3}\n", "optimizer name"),
+        ("config: {}\nfinetune: {lr0: 0.02}\n", "lr0 needs an optimizer other than 'auto'"),
     ],
 )
 def test_bad_recipe_files(tmp_path: Path, text: str, match: str) -> None:

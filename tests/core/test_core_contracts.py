@@ -17,7 +17,7 @@ from modprune.detectors import Detector
 from modprune.exceptions import ConfigError
 from modprune.importance import CHANNELS, WEIGHTS, Importance, ScoreContext
 from modprune.pruners import Pruner
-from modprune.recipes import Recipe, recipe_from_dict
+from modprune.recipes import FINETUNE_KEYS, Recipe, recipe_from_dict
 
 PM = modprune.get_plugin_manager()
 STRATEGIES = PM.strategies
@@ -195,8 +195,10 @@ def test_recipe_contract(name: str) -> None:
     assert PruneConfig.from_dict(config.to_dict()) == config
     assert PruneConfig.from_yaml(config.to_yaml()) == config
     again = recipe_from_dict(recipe.to_dict())
-    assert (again.name, again.description, again.config) == (recipe.name, recipe.description, config)
-    assert modprune.load_recipe(name) == config
+    assert (again.name, again.description, again.config, again.finetune) == (recipe.name, recipe.description,
+                                                                              config, recipe.finetune)
+    assert modprune.load_recipe(name) == config and modprune.find_recipe(name) == recipe
+    assert set(recipe.finetune) <= set(FINETUNE_KEYS) and isinstance(hash(recipe), int)  # a set can hold it
 
 
 @pytest.mark.parametrize("name", STRATEGIES.recipes.list())

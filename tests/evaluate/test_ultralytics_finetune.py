@@ -292,6 +292,7 @@ def test_keep_zeros_false_lets_weights_regrow(offline_ultralytics: Path, tiny_da
     ({"name": "a/b"}, ConfigError, "name"),
     ({"overrides": {"model": "yolov8s.pt"}}, ConfigError, "overrides may not set"),
     ({"lr0": -1.0}, ConfigError, "lr0"),
+    ({"lr0": 0.01}, ConfigError, "would be ignored: optimizer='auto'"),  # ultralytics' auto drops lr0 silently
     ({"patience": 0}, ConfigError, "patience"),
     ({"overrides": {"cos_lrr": True}}, ConfigError, "not an ultralytics training argument .did you mean cos_lr"),
     ({"resume": True}, ConfigError, "nothing to resume"),
@@ -362,14 +363,14 @@ def test_finetune_command_for_real_data(tmp_path: Path, tiny_data: Path) -> None
     no_reset = subprocess.run([sys.executable, *base], cwd=tmp_path, env=env, capture_output=True, text=True,
                               timeout=300)
     assert no_reset.returncode == 2 and "--reset-head" in no_reset.stderr
-    done = subprocess.run([sys.executable, *base, "--reset-head", "--device", "cpu", "--workers", "0", "--lr0",
-                           "0.002", "--patience", "3", "--train-arg", "mosaic=0", "--train-arg", "warmup_epochs=0"],
+    done = subprocess.run([sys.executable, *base, "--reset-head", "--device", "cpu", "--workers", "0", "--optimizer",
+                           "SGD", "--lr0", "0.002", "--patience", "3", "--train-arg", "mosaic=0", "--train-arg", "warmup_epochs=0"],
                           cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     run = tmp_path / "my-runs" / "modprune" / "finetune"
     assert (run / "weights" / "last.pt").is_file()
     args = (run / "args.yaml").read_text()
-    assert "mosaic: 0" in args and "patience: 3" in args and "lr0: 0.002" in args
+    assert "mosaic: 0" in args and "patience: 3" in args and "lr0: 0.002" in args and "optimizer: SGD" in args
     import modprune
 
     assert modprune.load(tmp_path / "tuned.pt").model[-1].nc == 1

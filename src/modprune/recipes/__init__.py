@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import math
 import os
-from dataclasses import dataclass
+import types
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -12,26 +14,69 @@ import yaml
 from modprune.config import PruneConfig
 from modprune.exceptions import ConfigError
 
-__all__ = ["Recipe", "recipe_from_file", "recipe_from_dict"]
+__all__ = ["FINETUNE_KEYS", "Recipe", "recipe_from_file", "recipe_from_dict"]
+
+#: The fine-tuning settings a recipe may recommend (``FinetuneOptions`` fields of the same names).
+FINETUNE_KEYS = ("optimizer", "lr0", "distill_weight")
 
 
 @dataclass(frozen=True)
 class Recipe:
-    """A named config. ``source`` is the file it came from, if any."""
+    """A named config. ``source`` is the file it came from, if any.
+
+    ``finetune`` holds the fine-tuning settings the recipe was measured with, for the fine-tuning that
+    follows the prune (keys in :data:`FINETUNE_KEYS`, e.g. ``{"optimizer": "SGD", "lr0": 0.02}``): the
+    CLI's fine-tuning after ``modprune prune --recipe`` uses them, and from Python they go straight into
+    ``FinetuneOptions(..., **recipe.finetune)``. Empty: ``FinetuneOptions``' own defaults.
+    """
 
     name: str
     description: str
     config: PruneConfig
     source: str = ""
+    finetune: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        _check_finetune(self.finetune, self.name)
+        object.__setattr__(self, "finetune", types.MappingProxyType(dict(self.finetune)))
+
+    def __hash__(self) -> int:
+        return hash((self.name, self.description, self.config, self.source, tuple(sorted(self.finetune.items()))))
 
     def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "description": self.description, "config": self.config.to_dict()}
+        out = {"name": self.name, "description": self.description, "config": self.config.to_dict()}
+        if self.finetune:
+            out["finetune"] = dict(self.finetune)
+        return out
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.to_dict(), sort_keys=False, allow_unicode=True)
 
 
-_RECIPE_KEYS = ("name", "description", "config")
+_RECIPE_KEYS = ("name", "description", "config", "finetune")
+
+
+def _check_finetune(finetune: Any, name: str) -> None:
+    """Raise ConfigError for a ``finetune`` section that is no mapping of known, well-typed settings."""
+    if not isinstance(finetune, Mapping):
+        raise ConfigError(f"recipe {name!r}: finetune must be a mapping of {', '.join(FINETUNE_KEYS)}, got "
+                          f"{type(finetune).__name__}", finetune)
+    unknown = sorted(set(finetune) - set(FINETUNE_KEYS), key=str)
+    if unknown:
+        raise ConfigError(f"recipe {name!r}: unknown finetune keys {unknown}; valid: {', '.join(FINETUNE_KEYS)}",
+                          unknown)
+    optimizer = finetune.get("optimizer", "auto")
+    if not isinstance(optimizer, str) or not optimizer:
+        raise ConfigError(f"recipe {name!r}: finetune optimizer must be an ultralytics optimizer name, got "
+                          f"{optimizer!r}", optimizer)
+    for key in ("lr0", "distill_weight"):
+        value = finetune.get(key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
+                                  or not (value > 0 and math.isfinite(value))):
+            raise ConfigError(f"recipe {name!r}: finetune {key} must be a positive number, got {value!r}", value)
+    if finetune.get("lr0") is not None and optimizer.lower() == "auto":
+        raise ConfigError(f"recipe {name!r}: finetune lr0 needs an optimizer other than 'auto' (which picks its own "
+                          "rate)", finetune)
 
 
 def recipe_from_dict(data: Mapping[str, Any], *, source: str = "") -> Recipe:
@@ -55,7 +100,8 @@ def recipe_from_dict(data: Mapping[str, Any], *, source: str = "") -> Recipe:
         config = PruneConfig.from_dict(data["config"] or {})
     except ConfigError as exc:
         raise ConfigError(f"recipe {name!r}{where}: {exc}", exc.obj) from None
-    return Recipe(name, description, config, source)
+    finetune = data.get("finetune")
+    return Recipe(name, description, config, source, {} if finetune is None else finetune)
 
 
 def recipe_from_file(path: str | os.PathLike[str]) -> Recipe:

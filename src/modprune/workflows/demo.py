@@ -277,7 +277,7 @@ def _prune_structured(run: _Run) -> None:
 
     run.step(5, f"fine-tuning the structured model {s.finetune_epochs} epochs with distillation from the base")
     options = FinetuneOptions(epochs=s.finetune_epochs, imgsz=s.imgsz, batch=s.batch, project_dir=out / "runs",
-                              name="structured-ft", seed=s.seed)
+                              name="structured-ft", seed=s.seed, **api.find_recipe(spec.structured_recipe).finetune)
     structured = finetune(structured, run.data, options, teacher=base)
     save(structured, out / "structured-finetuned.pt", metadata={"recipe": spec.structured_recipe,
                                                                 "report_digest": report.digest()})

@@ -33,3 +33,14 @@ def test_fast_recipe_halves_the_latency_of_a_fake_table() -> None:
     assert not mixers and any(n.startswith("depth: latency") for n in report.notes)
     with torch.no_grad():
         assert model(x)[0].shape == predictions
+
+
+def test_fast_recipe_recommends_its_fine_tuning(tmp_path) -> None:
+    """The deep cut ships the optimizer it recovered best with; the milder MACs recipe keeps auto."""
+    from modprune.integrations.ultralytics.trainer import FinetuneOptions
+
+    fast = modprune.get_recipe("tokenc3-lsnet-fast")
+    assert dict(fast.finetune) == {"optimizer": "SGD", "lr0": 0.02}
+    args = FinetuneOptions(epochs=5, imgsz=128, project_dir=tmp_path, **fast.finetune).train_args(tmp_path / "d.yaml")
+    assert (args["optimizer"], args["lr0"]) == ("SGD", 0.02)
+    assert dict(modprune.get_recipe("tokenc3-lsnet-structured").finetune) == {}

@@ -19,7 +19,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batch", type=int, default=16, help="batch size (default 16)")
     p.add_argument("--device", default="cpu", help="'cpu' (default), '0', '0,1' (several GPUs)...")
     p.add_argument("--workers", type=int, default=0, help="dataloader workers (default 0)")
-    p.add_argument("--lr0", type=float, help="initial learning rate (default: ultralytics')")
+    p.add_argument("--optimizer", default=None,
+                   help="ultralytics optimizer name, e.g. SGD, AdamW (default auto: ultralytics picks the optimizer "
+                        "and its learning rate)")
+    p.add_argument("--lr0", type=float, help="initial learning rate (with --optimizer; default: ultralytics')")
     p.add_argument("--patience", type=int, help="early stopping after this many epochs without improvement")
     p.add_argument("--name", default="finetune", help="run name inside the runs directory (default finetune)")
     p.add_argument("--resume", action="store_true", help="continue the interrupted run --runs-dir/--name")
@@ -56,6 +59,21 @@ def parse_train_args(items: list[str]) -> dict[str, Any]:
     return out
 
 
+def optimizer_options(optimizer: str | None, lr0: float | None) -> dict[str, Any]:
+    """``FinetuneOptions`` fields for ``--optimizer`` / ``--lr0`` (None: not given).
+
+    A named optimizer drops any rate set elsewhere (a recipe's ``lr0`` belongs to the recipe's optimizer)
+    unless ``lr0`` is given too.
+    """
+    out: dict[str, Any] = {}
+    if optimizer is not None:
+        out["optimizer"] = optimizer
+        out["lr0"] = None  # another optimizer starts from its own (ultralytics') rate unless --lr0 says
+    if lr0 is not None:
+        out["lr0"] = lr0
+    return out
+
+
 def run(args: argparse.Namespace) -> int:
     from modprune.cli.common import check_output
     from modprune.data import check_dataset
@@ -73,8 +91,9 @@ def run(args: argparse.Namespace) -> int:
         epochs=args.epochs, imgsz=args.imgsz, batch=args.batch,
         project_dir=Path(args.runs_dir).resolve() if args.runs_dir else default_runs_dir(),
         name=args.name, distill_weight=args.distill_weight, keep_zeros=not args.no_keep_zeros, seed=args.seed,
-        workers=args.workers, device=str(args.device), lr0=args.lr0, patience=args.patience, resume=args.resume,
+        workers=args.workers, device=str(args.device), patience=args.patience, resume=args.resume,
         reset_head=args.reset_head, overrides=parse_train_args(args.train_arg), verbose=True,
+        **optimizer_options(args.optimizer, args.lr0),
     )  # validated (unknown --train-arg keys included) before anything is loaded
     check_dataset(args.data)
     if args.runs_dir:  # ultralytics writes its run into RUNS_DIR/finetune

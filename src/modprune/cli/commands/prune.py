@@ -6,7 +6,7 @@ import argparse
 import dataclasses
 import json
 import os
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Mapping
 
 from modprune.cli.common import add_model_args, check_output, example_input, load_model, positive_int, same_file
 from modprune.exceptions import ConfigError, OutputPathError
@@ -61,6 +61,10 @@ def _add_iterative_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--distill", action="store_true", help="distil from the original (unpruned) model")
     g.add_argument("--distill-mode", choices=("output", "feature", "both"), default="output",
                    help="what --distill matches: head outputs, neck feature maps, or both (default output)")
+    g.add_argument("--finetune-optimizer", help="ultralytics optimizer of the fine-tuning (default: the recipe's, "
+                                                "else auto)")
+    g.add_argument("--finetune-lr0", type=float, help="initial learning rate of the fine-tuning (default: the "
+                                                      "recipe's, else ultralytics')")
     g.add_argument("--seed", type=int, default=0, help="fine-tuning seed (default 0)")
     g.add_argument("--checkpoint-dir", help="write a checkpoint after every step here (for --resume)")
     g.add_argument("--resume", action="store_true", help="continue the run in --checkpoint-dir after its last step")
@@ -71,7 +75,8 @@ def run(args: argparse.Namespace) -> int:
     from modprune.outputs import staged_outputs
     from modprune.serialization import save
 
-    config = api.load_recipe(args.recipe)
+    recipe = api.find_recipe(args.recipe)
+    config = recipe.config
     if args.target is not None:
         config = dataclasses.replace(config, target=args.target)
     if args.protect_module:
@@ -96,7 +101,7 @@ def run(args: argparse.Namespace) -> int:
         image_files(args.calibrate)  # a missing or empty folder fails before any work
     model = load_model(args)
     if _iterative(args):
-        return _run_iterative(args, model, config, out)
+        return _run_iterative(args, model, config, out, recipe.finetune)
     report = api.prune(model, config, example_inputs=example_input(args.imgsz))
     _calibrate(args, model)
     meta = {"recipe": str(args.recipe), "config": report.config, "report_digest": report.digest(),
@@ -149,10 +154,15 @@ def _iterative(args: argparse.Namespace) -> bool:
         raise ConfigError("--distill needs --data and --finetune-epochs", args.distill)
     if args.resume and not args.checkpoint_dir:
         raise ConfigError("--resume needs --checkpoint-dir", args.resume)
+    tuning = [flag for flag, value in (("--finetune-optimizer", args.finetune_optimizer),
+                                       ("--finetune-lr0", args.finetune_lr0)) if value is not None]
+    if tuning and args.data is None:
+        raise ConfigError(f"{' and '.join(tuning)} need --data and --finetune-epochs", tuning)
     return args.steps > 1 or args.data is not None or args.checkpoint_dir is not None
 
 
-def _run_iterative(args: argparse.Namespace, model: object, config: object, out: object) -> int:
+def _run_iterative(args: argparse.Namespace, model: object, config: object, out: object,
+                   recipe_finetune: Mapping[str, Any]) -> int:
     import tempfile
     from pathlib import Path
 
@@ -162,11 +172,13 @@ def _run_iterative(args: argparse.Namespace, model: object, config: object, out:
     with tempfile.TemporaryDirectory(prefix="modprune-iterative-") as tmp:
         options = None
         if args.data is not None:
+            from modprune.cli.commands.finetune import optimizer_options
             from modprune.integrations.ultralytics.trainer import FinetuneOptions
 
+            settings = {**recipe_finetune, **optimizer_options(args.finetune_optimizer, args.finetune_lr0)}
             options = FinetuneOptions(epochs=args.finetune_epochs, imgsz=args.imgsz, batch=args.finetune_batch,
                                       project_dir=Path(args.checkpoint_dir or tmp).resolve() / "runs",
-                                      seed=args.seed, distill=args.distill_mode)
+                                      seed=args.seed, distill=args.distill_mode, **settings)
         result = prune_iteratively(model, config, args.data, options, steps=args.steps,
                                    example_inputs=example_input(args.imgsz), distill=args.distill,
                                    checkpoint_dir=args.checkpoint_dir, resume=args.resume, schedule=args.schedule)

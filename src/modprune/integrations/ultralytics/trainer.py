@@ -518,6 +518,10 @@ class FinetuneOptions:
         if self.patience is not None and (isinstance(self.patience, bool) or not isinstance(self.patience, int)
                                           or self.patience < 1):
             raise ConfigError(f"patience={self.patience!r} must be an integer >= 1 or None", obj=self.patience)
+        if self.lr0 is not None and str(self.optimizer).lower() == "auto":
+            raise ConfigError(f"lr0={self.lr0!r} would be ignored: optimizer='auto' lets ultralytics pick both the "
+                              "optimizer and its learning rate; name an optimizer (e.g. optimizer='SGD') to set lr0",
+                              obj=self.lr0)
         check_train_overrides(self.overrides or {})
         object.__setattr__(self, "overrides", types.MappingProxyType(dict(self.overrides or {})))
         _check_distill_args(self.distill, self.feature_weight, self.feature_temperature)
