@@ -16,7 +16,8 @@ fine-tuning with output distillation from the base. The thin baseline (the same 
 whose MACs match the recipe's pruned model) trains from scratch for base + fine-tune epochs. Accuracy:
 ultralytics' validator on the whole validation split at ``--imgsz``. A rerun into the same ``OUT`` reuses
 each seed's trained base (``OUT/seed-N/base.pt``); ``--bases-only`` stops there (the bases other benchmarks
-start from). Writes ``OUT/search_vs_recipe.json`` after every seed and prints a Markdown table with mean and spread over the seeds.
+start from). Writes ``OUT/search_vs_recipe.json`` after every seed and prints a Markdown table with mean and
+spread over the seeds.
 """
 
 from __future__ import annotations

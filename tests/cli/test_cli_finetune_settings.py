@@ -47,8 +47,8 @@ def test_prune_fine_tunes_with_the_recipe_settings(monkeypatch: pytest.MonkeyPat
     monkeypatch.setattr(iterative, "prune_iteratively", capture)
     modprune.save(make_cnn(width=16), tmp_path / "cnn.pt")
     (tmp_path / "deep.yaml").write_text(RECIPE)
-    argv = ["--debug", "prune", str(tmp_path / "cnn.pt"), "--recipe", str(tmp_path / "deep.yaml"), "--imgsz", "32", "--data",
-            str(tmp_path / "d.yaml"), "--finetune-epochs", "1", "-o", str(tmp_path / "out.pt"), *flags]
+    argv = ["--debug", "prune", str(tmp_path / "cnn.pt"), "--recipe", str(tmp_path / "deep.yaml"), "--imgsz", "32",
+            "--data", str(tmp_path / "d.yaml"), "--finetune-epochs", "1", "-o", str(tmp_path / "out.pt"), *flags]
     with pytest.raises(Captured):
         main(argv)
     options = seen["options"]

@@ -520,8 +520,8 @@ class FinetuneOptions:
             raise ConfigError(f"patience={self.patience!r} must be an integer >= 1 or None", obj=self.patience)
         if self.lr0 is not None and str(self.optimizer).lower() == "auto":
             raise ConfigError(f"lr0={self.lr0!r} would be ignored: optimizer='auto' lets ultralytics pick both the "
-                              "optimizer and its learning rate; name an optimizer (e.g. optimizer='SGD') to set lr0",
-                              obj=self.lr0)
+                              "optimizer and its learning rate; name an optimizer (optimizer='SGD', on the command "
+                              "line --optimizer SGD) to set lr0", obj=self.lr0)
         check_train_overrides(self.overrides or {})
         object.__setattr__(self, "overrides", types.MappingProxyType(dict(self.overrides or {})))
         _check_distill_args(self.distill, self.feature_weight, self.feature_temperature)
