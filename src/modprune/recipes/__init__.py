@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import math
 import os
-import types
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
 import yaml
 
-from modprune.config import PruneConfig
+from modprune.config import PruneConfig, _frozen_mapping
 from modprune.exceptions import ConfigError
 
 __all__ = ["FINETUNE_KEYS", "Recipe", "recipe_from_file", "recipe_from_dict"]
@@ -37,8 +36,8 @@ class Recipe:
     finetune: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "finetune", _frozen_mapping(self.finetune, f"recipe {self.name!r}: finetune"))
         _check_finetune(self.finetune, self.name)
-        object.__setattr__(self, "finetune", types.MappingProxyType(dict(self.finetune)))
 
     def __hash__(self) -> int:
         return hash((self.name, self.description, self.config, self.source, tuple(sorted(self.finetune.items()))))
@@ -56,11 +55,8 @@ class Recipe:
 _RECIPE_KEYS = ("name", "description", "config", "finetune")
 
 
-def _check_finetune(finetune: Any, name: str) -> None:
-    """Raise ConfigError for a ``finetune`` section that is no mapping of known, well-typed settings."""
-    if not isinstance(finetune, Mapping):
-        raise ConfigError(f"recipe {name!r}: finetune must be a mapping of {', '.join(FINETUNE_KEYS)}, got "
-                          f"{type(finetune).__name__}", finetune)
+def _check_finetune(finetune: Mapping[str, Any], name: str) -> None:
+    """Raise ConfigError for a ``finetune`` section with unknown or ill-typed settings."""
     unknown = sorted(set(finetune) - set(FINETUNE_KEYS), key=str)
     if unknown:
         raise ConfigError(f"recipe {name!r}: unknown finetune keys {unknown}; valid: {', '.join(FINETUNE_KEYS)}",

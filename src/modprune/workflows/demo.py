@@ -271,13 +271,14 @@ def _prune_structured(run: _Run) -> None:
     s, spec, out, base = run.s, run.spec, run.out, run.models["base"]
     run.step(4, f"recipe {spec.structured_recipe} (structured channel pruning)")
     structured = copy.deepcopy(base)
-    report = api.prune(structured, api.load_recipe(spec.structured_recipe), example_inputs=run.example)
+    recipe = api.find_recipe(spec.structured_recipe)
+    report = api.prune(structured, recipe.config, example_inputs=run.example)
     run.reports["structured"] = report
     run.validate("structured (no fine-tune)", structured)
 
     run.step(5, f"fine-tuning the structured model {s.finetune_epochs} epochs with distillation from the base")
     options = FinetuneOptions(epochs=s.finetune_epochs, imgsz=s.imgsz, batch=s.batch, project_dir=out / "runs",
-                              name="structured-ft", seed=s.seed, **api.find_recipe(spec.structured_recipe).finetune)
+                              name="structured-ft", seed=s.seed, **recipe.finetune)
     structured = finetune(structured, run.data, options, teacher=base)
     save(structured, out / "structured-finetuned.pt", metadata={"recipe": spec.structured_recipe,
                                                                 "report_digest": report.digest()})
