@@ -10,7 +10,10 @@ followed by ``epochs / steps`` epochs (same distillation), so both spend the sam
 sets ultralytics' learning-rate warm-up of every fine-tuning run, both arms alike (its default, 3, capped at
 ``epochs - 1``, spends half of each 2-epoch step warming up). ``--schedule cubic`` runs the iterative arm on
 Zhu & Gupta's gradual schedule (large cuts first); ``--arms iterative`` skips the one-shot arm (same seed,
-same machine: the same one-shot figures as an earlier run). Writes ``OUT/iterative.json``.
+same machine: the same one-shot figures as an earlier run). Both arms fine-tune with the recipe's
+``finetune`` section; ``--nominal-batch N`` sets the images per optimizer step (ultralytics' ``nbs``, 64 by
+default: at batch 16 a 2-epoch step of 256 images makes 12 optimizer steps, at ``--nominal-batch 16`` 32).
+Writes ``OUT/iterative.json``.
 """
 
 from __future__ import annotations
@@ -43,6 +46,9 @@ def main() -> None:
                    help="'iterative' skips the one-shot arm (its figures from an earlier run of the same settings)")
     p.add_argument("--warmup-epochs", type=float, default=None,
                    help="ultralytics warmup_epochs of every fine-tuning run (default: ultralytics' own)")
+    p.add_argument("--nominal-batch", type=int, default=None,
+                   help="images per optimizer step of every fine-tuning run (default: the recipe's, else "
+                        "ultralytics' 64)")
     a = p.parse_args()
     if a.epochs % a.steps:
         p.error("--epochs must be a multiple of --steps (equal budgets)")
@@ -56,7 +62,10 @@ def main() -> None:
     out = Path(a.out).resolve()
     overrides = {} if a.warmup_epochs is None else {"warmup_epochs": a.warmup_epochs}
     base = modprune.load(a.base)
-    config, x = modprune.load_recipe(a.recipe), torch.zeros(1, 3, a.imgsz, a.imgsz)
+    recipe, x = modprune.find_recipe(a.recipe), torch.zeros(1, 3, a.imgsz, a.imgsz)
+    config, settings = recipe.config, dict(recipe.finetune)  # the recipe's fine-tuning, as the CLI uses it
+    if a.nominal_batch is not None:
+        settings["nominal_batch"] = a.nominal_batch
     results: dict = {"settings": vars(a), "base": validate(base, a.data, imgsz=a.imgsz)}
 
     if a.arms == "both":
@@ -64,15 +73,15 @@ def main() -> None:
         one = copy.deepcopy(base)
         report = modprune.prune(one, config, x)
         opts = FinetuneOptions(epochs=a.epochs, imgsz=a.imgsz, batch=16, project_dir=out, name="oneshot",
-                               seed=a.seed, overrides=overrides)
+                               seed=a.seed, overrides=overrides, **settings)
         one = finetune(one, a.data, opts, teacher=base)
         results["one-shot"] = {**validate(one, a.data, imgsz=a.imgsz), "achieved": report.achieved,
                                "seconds": time.perf_counter() - started}
 
     started = time.perf_counter()
     it = copy.deepcopy(base)
-    opts = FinetuneOptions(epochs=a.epochs // a.steps, imgsz=a.imgsz, batch=16, project_dir=out, name="iter", seed=a.seed,
-                           overrides=overrides)
+    opts = FinetuneOptions(epochs=a.epochs // a.steps, imgsz=a.imgsz, batch=16, project_dir=out, name="iter",
+                           seed=a.seed, overrides=overrides, **settings)
     result = prune_iteratively(it, config, a.data, opts, steps=a.steps, example_inputs=x, distill="output",
                                schedule=a.schedule)
     results["iterative"] = {**validate(it, a.data, imgsz=a.imgsz), "seconds": time.perf_counter() - started,

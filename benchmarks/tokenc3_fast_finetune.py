@@ -10,8 +10,8 @@ validation split; ``--seed`` sets the fine-tuning. ``--recipe`` prunes with anot
 YAML file). ``--dense-control`` also fine-tunes the unpruned base with every budget (distilled from itself),
 the control for "extra epochs train an unconverged base further". ``--pruned FILE`` fine-tunes that pruned
 model instead of pruning the base (the same weights for every fine-tuning setting). The fine-tuning follows
-the recipe's ``finetune`` section; ``--optimizer``, ``--lr0``, ``--distill-weight`` and ``--train-arg
-KEY=VALUE`` (repeatable, any ultralytics training argument) override it. Writes ``OUT/acc.json`` (with the prune's
+the recipe's ``finetune`` section; ``--optimizer``, ``--lr0``, ``--nominal-batch``, ``--distill-weight`` and
+``--train-arg KEY=VALUE`` (repeatable, any ultralytics training argument) override it. Writes ``OUT/acc.json`` (with the prune's
 notes and latency figures) and the pruned model ``OUT/pruned.pt``.
 """
 
@@ -54,6 +54,8 @@ def main() -> None:
     p.add_argument("--pruned", help="fine-tune this pruned model instead of pruning the base")
     p.add_argument("--optimizer", help="ultralytics optimizer (default: the recipe's fine-tuning, else auto)")
     p.add_argument("--lr0", type=float, help="initial learning rate (default: the recipe's, else ultralytics')")
+    p.add_argument("--nominal-batch", type=int, help="images per optimizer step (default: the recipe's, else "
+                                                      "ultralytics' 64)")
     p.add_argument("--distill-weight", type=float, help="weight of the distillation term (default: the recipe's, "
                                                          "else 1)")
     p.add_argument("--train-arg", action="append", default=[], metavar="KEY=VALUE",
@@ -63,8 +65,9 @@ def main() -> None:
 
     overrides = parse_train_args(a.train_arg)
     settings = {**modprune.find_recipe(a.recipe).finetune, **optimizer_options(a.optimizer, a.lr0)}
-    if a.distill_weight is not None:
-        settings["distill_weight"] = a.distill_weight
+    for key in ("distill_weight", "nominal_batch"):
+        if getattr(a, key) is not None:
+            settings[key] = getattr(a, key)
     from modprune.integrations.ultralytics.offline import ensure_offline
 
     ensure_offline()

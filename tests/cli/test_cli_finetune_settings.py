@@ -56,6 +56,30 @@ def test_prune_fine_tunes_with_the_recipe_settings(monkeypatch: pytest.MonkeyPat
     assert options.train_args(tmp_path / "d.yaml")["optimizer"] == expected[0]
 
 
+def test_nominal_batch_comes_from_the_recipe_or_the_flag(monkeypatch: pytest.MonkeyPatch, make_cnn: Any,
+                                                         tmp_path: Path) -> None:
+    from modprune.workflows import iterative
+
+    seen: list[Any] = []
+
+    def capture(model: Any, config: Any, data: Any, options: Any, **kwargs: Any) -> None:
+        seen.append(options)
+        raise Captured
+
+    monkeypatch.setattr(iterative, "prune_iteratively", capture)
+    modprune.save(make_cnn(width=16), tmp_path / "cnn.pt")
+    (tmp_path / "deep.yaml").write_text(RECIPE.replace("lr0: 0.02}", "lr0: 0.02, nominal_batch: 16}"))
+    argv = ["--debug", "prune", str(tmp_path / "cnn.pt"), "--recipe", str(tmp_path / "deep.yaml"), "--imgsz", "32",
+            "--data", str(tmp_path / "d.yaml"), "--finetune-epochs", "1", "-o", str(tmp_path / "out.pt")]
+    for flags in ([], ["--finetune-nominal-batch", "32"]):
+        with pytest.raises(Captured):
+            main([*argv, *flags])
+    assert [o.nominal_batch for o in seen] == [16, 32]
+    assert [o.train_args(tmp_path / "d.yaml")["nbs"] for o in seen] == [16, 32]
+    plain = seen[0].__class__(epochs=1, imgsz=32, project_dir=tmp_path)
+    assert "nbs" not in plain.train_args(tmp_path / "d.yaml")  # ultralytics' own default unless asked
+
+
 def test_tuning_flags_need_fine_tuning(make_cnn: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     modprune.save(make_cnn(width=16), tmp_path / "cnn.pt")
     rc = main(["prune", str(tmp_path / "cnn.pt"), "--recipe", "structured-30", "--imgsz", "16", "--finetune-lr0",

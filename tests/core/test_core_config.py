@@ -250,9 +250,9 @@ def test_load_recipe_from_a_file(tmp_path: Path) -> None:
 
 def test_a_recipe_carries_its_finetuning(tmp_path: Path) -> None:
     path = tmp_path / "deep.yaml"
-    path.write_text("name: deep\nconfig: {target: 0.6}\nfinetune: {optimizer: SGD, lr0: 0.02}\n")
+    path.write_text("name: deep\nconfig: {target: 0.6}\nfinetune: {optimizer: SGD, lr0: 0.02, nominal_batch: 16}\n")
     recipe = modprune.find_recipe(path)
-    assert recipe.finetune == {"optimizer": "SGD", "lr0": 0.02} and recipe.config.target == 0.6
+    assert recipe.finetune == {"optimizer": "SGD", "lr0": 0.02, "nominal_batch": 16} and recipe.config.target == 0.6
     with pytest.raises(TypeError):
         recipe.finetune["lr0"] = 1.0  # type: ignore[index]  # frozen like the config
     again = tmp_path / "again.yaml"
@@ -283,6 +283,8 @@ def test_a_recipe_carries_its_finetuning(tmp_path: Path) -> None:
         ("config: {}\nfinetune: {optimizer: SGD, distill_weight: .inf}\n", "distill_weight must be a positive"),
         ("config: {}\nfinetune: {optimizer: 3}\n", "optimizer name"),
         ("config: {}\nfinetune: {lr0: 0.02}\n", "lr0 needs an optimizer other than 'auto'"),
+        ("config: {}\nfinetune: {nominal_batch: 0}\n", "nominal_batch must be an integer >= 1, got 0"),
+        ("config: {}\nfinetune: {nominal_batch: 16.5}\n", "nominal_batch must be an integer"),
     ],
 )
 def test_bad_recipe_files(tmp_path: Path, text: str, match: str) -> None:

@@ -294,6 +294,9 @@ def test_keep_zeros_false_lets_weights_regrow(offline_ultralytics: Path, tiny_da
     ({"lr0": -1.0}, ConfigError, "lr0"),
     ({"lr0": 0.01}, ConfigError, "would be ignored: optimizer='auto'"),  # ultralytics' auto drops lr0 silently
     ({"patience": 0}, ConfigError, "patience"),
+    ({"nominal_batch": 0}, ConfigError, "nominal_batch=0 must be an integer >= 1"),
+    ({"nominal_batch": 16.0}, ConfigError, "nominal_batch"),
+    ({"overrides": {"nbs": 16}}, ConfigError, r"overrides may not set \['nbs'\]"),  # the field says it
     ({"overrides": {"cos_lrr": True}}, ConfigError, "not an ultralytics training argument .did you mean cos_lr"),
     ({"resume": True}, ConfigError, "nothing to resume"),
     ({"masks": {"nope.weight": torch.ones(1)}}, ConfigError, "names no parameter"),
@@ -364,13 +367,15 @@ def test_finetune_command_for_real_data(tmp_path: Path, tiny_data: Path) -> None
                               timeout=300)
     assert no_reset.returncode == 2 and "--reset-head" in no_reset.stderr
     done = subprocess.run([sys.executable, *base, "--reset-head", "--device", "cpu", "--workers", "0", "--optimizer",
-                           "SGD", "--lr0", "0.002", "--patience", "3", "--train-arg", "mosaic=0", "--train-arg", "warmup_epochs=0"],
+                           "SGD", "--lr0", "0.002", "--patience", "3", "--nominal-batch", "4", "--train-arg", "mosaic=0",
+                           "--train-arg", "warmup_epochs=0"],
                           cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     run = tmp_path / "my-runs" / "modprune" / "finetune"
     assert (run / "weights" / "last.pt").is_file()
     args = (run / "args.yaml").read_text()
     assert "mosaic: 0" in args and "patience: 3" in args and "lr0: 0.002" in args and "optimizer: SGD" in args
+    assert "nbs: 4" in args  # one optimizer step per batch
     import modprune
 
     assert modprune.load(tmp_path / "tuned.pt").model[-1].nc == 1

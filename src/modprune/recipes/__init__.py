@@ -16,7 +16,7 @@ from modprune.exceptions import ConfigError
 __all__ = ["FINETUNE_KEYS", "Recipe", "recipe_from_file", "recipe_from_dict"]
 
 #: The fine-tuning settings a recipe may recommend (``FinetuneOptions`` fields of the same names).
-FINETUNE_KEYS = ("optimizer", "lr0", "distill_weight")
+FINETUNE_KEYS = ("optimizer", "lr0", "distill_weight", "nominal_batch")
 
 
 @dataclass(frozen=True)
@@ -70,6 +70,10 @@ def _check_finetune(finetune: Mapping[str, Any], name: str) -> None:
         if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
                                   or not (value > 0 and math.isfinite(value))):
             raise ConfigError(f"recipe {name!r}: finetune {key} must be a positive number, got {value!r}", value)
+    nominal = finetune.get("nominal_batch")
+    if nominal is not None and (isinstance(nominal, bool) or not isinstance(nominal, int) or nominal < 1):
+        raise ConfigError(f"recipe {name!r}: finetune nominal_batch must be an integer >= 1, got {nominal!r}",
+                          nominal)
     if finetune.get("lr0") is not None and optimizer.lower() == "auto":
         raise ConfigError(f"recipe {name!r}: finetune lr0 needs an optimizer other than 'auto' (which picks its own "
                           "rate)", finetune)

@@ -23,6 +23,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="ultralytics optimizer name, e.g. SGD, AdamW (default auto: ultralytics picks the optimizer "
                         "and its learning rate)")
     p.add_argument("--lr0", type=float, help="initial learning rate (with --optimizer; default: ultralytics')")
+    p.add_argument("--nominal-batch", type=int,
+                   help="images per optimizer step: gradients accumulate over nominal-batch / batch batches "
+                        "(default: ultralytics' 64; --nominal-batch 16 at batch 16 steps after every batch)")
     p.add_argument("--patience", type=int, help="early stopping after this many epochs without improvement")
     p.add_argument("--name", default="finetune", help="run name inside the runs directory (default finetune)")
     p.add_argument("--resume", action="store_true", help="continue the interrupted run --runs-dir/--name")
@@ -93,7 +96,7 @@ def run(args: argparse.Namespace) -> int:
         name=args.name, distill_weight=args.distill_weight, keep_zeros=not args.no_keep_zeros, seed=args.seed,
         workers=args.workers, device=str(args.device), patience=args.patience, resume=args.resume,
         reset_head=args.reset_head, overrides=parse_train_args(args.train_arg), verbose=True,
-        **optimizer_options(args.optimizer, args.lr0),
+        nominal_batch=args.nominal_batch, **optimizer_options(args.optimizer, args.lr0),
     )  # validated (unknown --train-arg keys included) before anything is loaded
     check_dataset(args.data)
     if args.runs_dir:  # ultralytics writes its run into RUNS_DIR/finetune

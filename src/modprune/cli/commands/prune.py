@@ -65,6 +65,8 @@ def _add_iterative_args(p: argparse.ArgumentParser) -> None:
                                                 "else auto)")
     g.add_argument("--finetune-lr0", type=float, help="initial learning rate of the fine-tuning (default: the "
                                                       "recipe's, else ultralytics')")
+    g.add_argument("--finetune-nominal-batch", type=positive_int,
+                   help="images per optimizer step of the fine-tuning (default: the recipe's, else ultralytics' 64)")
     g.add_argument("--seed", type=int, default=0, help="fine-tuning seed (default 0)")
     g.add_argument("--checkpoint-dir", help="write a checkpoint after every step here (for --resume)")
     g.add_argument("--resume", action="store_true", help="continue the run in --checkpoint-dir after its last step")
@@ -155,7 +157,8 @@ def _iterative(args: argparse.Namespace) -> bool:
     if args.resume and not args.checkpoint_dir:
         raise ConfigError("--resume needs --checkpoint-dir", args.resume)
     tuning = [flag for flag, value in (("--finetune-optimizer", args.finetune_optimizer),
-                                       ("--finetune-lr0", args.finetune_lr0)) if value is not None]
+                                       ("--finetune-lr0", args.finetune_lr0),
+                                       ("--finetune-nominal-batch", args.finetune_nominal_batch)) if value is not None]
     if tuning and args.data is None:
         raise ConfigError(f"{' and '.join(tuning)} need --data and --finetune-epochs", tuning)
     return args.steps > 1 or args.data is not None or args.checkpoint_dir is not None
@@ -176,6 +179,8 @@ def _run_iterative(args: argparse.Namespace, model: object, config: object, out:
             from modprune.integrations.ultralytics.trainer import FinetuneOptions
 
             settings = {**recipe_finetune, **optimizer_options(args.finetune_optimizer, args.finetune_lr0)}
+            if args.finetune_nominal_batch is not None:
+                settings["nominal_batch"] = args.finetune_nominal_batch
             options = FinetuneOptions(epochs=args.finetune_epochs, imgsz=args.imgsz, batch=args.finetune_batch,
                                       project_dir=Path(args.checkpoint_dir or tmp).resolve() / "runs",
                                       seed=args.seed, distill=args.distill_mode, **settings)

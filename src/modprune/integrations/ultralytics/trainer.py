@@ -80,7 +80,7 @@ LOG = logging.getLogger(__name__)
 MODEL_PLACEHOLDER = "modprune-in-memory-model"
 # Arguments finetune() sets itself; they may not come in through ``overrides``.
 _RESERVED_ARGS = frozenset({"model", "data", "epochs", "imgsz", "batch", "seed", "workers", "device", "project",
-                            "name", "exist_ok", "mode", "task", "resume", "pretrained", "distill_model"})
+                            "name", "exist_ok", "mode", "task", "resume", "pretrained", "distill_model", "nbs"})
 
 
 class PrunedModelTrainer(DetectionTrainer):
@@ -465,6 +465,12 @@ class FinetuneOptions:
         lr0: Initial learning rate (ultralytics' default when None; with ``optimizer="auto"`` it picks
             its own).
         optimizer: ultralytics optimizer name (``"auto"``, ``"SGD"``, ``"AdamW"``...).
+        nominal_batch: Images per optimizer step (ultralytics' ``nbs``; its default of 64 when None):
+            gradients accumulate over ``round(nominal_batch / batch)`` batches (at least one) before each
+            step (warm-up ramps the accumulation up from 1), and weight decay is scaled by ``batch *
+            accumulation / nominal_batch``. At the default a short fine-tuning takes few steps: 5 epochs of
+            256 images at batch 16 are 80 batches but 31 optimizer steps. ``nominal_batch=batch`` steps
+            after every batch.
         amp: Mixed precision on GPU. ``True`` runs ultralytics' AMP self-check, which downloads
             ``yolo26n.pt`` (a network attempt); ``"bf16"`` skips the check. Ignored on CPU.
         plots: Let ultralytics save plots.
@@ -498,6 +504,7 @@ class FinetuneOptions:
     device: str = "cpu"
     lr0: float | None = None
     optimizer: str = "auto"
+    nominal_batch: int | None = None
     amp: bool | str = False
     plots: bool = False
     patience: int | None = None
@@ -518,6 +525,10 @@ class FinetuneOptions:
         if self.patience is not None and (isinstance(self.patience, bool) or not isinstance(self.patience, int)
                                           or self.patience < 1):
             raise ConfigError(f"patience={self.patience!r} must be an integer >= 1 or None", obj=self.patience)
+        if self.nominal_batch is not None and (isinstance(self.nominal_batch, bool)
+                                               or not isinstance(self.nominal_batch, int) or self.nominal_batch < 1):
+            raise ConfigError(f"nominal_batch={self.nominal_batch!r} must be an integer >= 1 or None",
+                              obj=self.nominal_batch)
         if self.lr0 is not None and str(self.optimizer).lower() == "auto":
             raise ConfigError(f"lr0={self.lr0!r} would be ignored: optimizer='auto' lets ultralytics pick both the "
                               "optimizer and its learning rate; name an optimizer (optimizer='SGD', on the command "
@@ -538,6 +549,8 @@ class FinetuneOptions:
         }
         if self.lr0 is not None:
             args["lr0"] = float(self.lr0)
+        if self.nominal_batch is not None:
+            args["nbs"] = int(self.nominal_batch)
         if self.patience is not None:
             args["patience"] = int(self.patience)
         if self.resume:
