@@ -16,7 +16,8 @@ fine-tuning with output distillation from the base. The thin baseline (the same 
 whose MACs match the recipe's pruned model) trains from scratch for base + fine-tune epochs. Accuracy:
 ultralytics' validator on the whole validation split at ``--imgsz``. A rerun into the same ``OUT`` reuses
 each seed's trained base (``OUT/seed-N/base.pt``); ``--bases-only`` stops there (the bases other benchmarks
-start from). Writes ``OUT/search_vs_recipe.json`` after every seed and prints a Markdown table with mean and
+start from). ``--nominal-batch N`` sets the images per optimizer step of both arms' fine-tuning,
+``--thin-nominal-batch N`` that of the thin model's training (both: ultralytics' 64 by default). Writes ``OUT/search_vs_recipe.json`` after every seed and prints a Markdown table with mean and
 spread over the seeds.
 """
 
@@ -58,16 +59,20 @@ def _args() -> argparse.Namespace:
     p.add_argument("--objective", default="mAP50")
     p.add_argument("--seeds", default="0,1,2")
     p.add_argument("--no-thin", action="store_true", help="skip the thin baseline")
+    p.add_argument("--nominal-batch", type=int, default=None,
+                   help="images per optimizer step of both arms' fine-tuning (default: ultralytics' 64)")
+    p.add_argument("--thin-nominal-batch", type=int, default=None,
+                   help="images per optimizer step of the thin model's training (default: ultralytics' 64)")
     p.add_argument("--bases-only", action="store_true",
                    help="stop after each seed's data and trained base (OUT/seed-N/base.pt, data/data.yaml)")
     return p.parse_args()
 
 
-def _train(model, data, a, out, name, epochs, seed, teacher=None):
+def _train(model, data, a, out, name, epochs, seed, teacher=None, nominal_batch=None):
     from modprune.integrations.ultralytics.trainer import FinetuneOptions, finetune
 
     opts = FinetuneOptions(epochs=epochs, imgsz=a.imgsz, batch=a.batch, project_dir=out / "runs", name=name,
-                           seed=seed, distill="output", keep_zeros=teacher is not None)
+                           seed=seed, distill="output", keep_zeros=teacher is not None, nominal_batch=nominal_batch)
     return finetune(model, data, opts, teacher=teacher)
 
 
@@ -129,12 +134,14 @@ def _one_seed(a, seed: int) -> dict:
         report = modprune.prune(model, config, torch.zeros(1, 3, size, size))
         record[f"{arm} achieved"] = report.achieved
         metrics[f"{arm}, no fine-tune"] = validate(model, data, imgsz=a.imgsz)
-        pruned[arm] = _train(model, data, a, out, f"ft-{arm}", a.ft_epochs, seed, teacher=base)
+        pruned[arm] = _train(model, data, a, out, f"ft-{arm}", a.ft_epochs, seed, teacher=base,
+                             nominal_batch=a.nominal_batch)
         seconds[arm], metrics[arm] = time.perf_counter() - t, validate(pruned[arm], data, imgsz=a.imgsz)
     if not a.no_thin:
         t = time.perf_counter()
         thin, match = thin_baseline(base, pruned[a.recipe], data, out / "thin", epochs=a.base_epochs + a.ft_epochs,
-                                    imgsz=a.imgsz, batch=a.batch, seed=seed)
+                                    imgsz=a.imgsz, batch=a.batch, seed=seed,
+                                    finetune_overrides={"nominal_batch": a.thin_nominal_batch})
         record["thin"] = match.to_dict()
         seconds["thin"], metrics["thin"] = time.perf_counter() - t, validate(thin, data, imgsz=a.imgsz)
     if a.latency:

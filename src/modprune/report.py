@@ -146,4 +146,6 @@ def _latency_line(latency: dict[str, Any]) -> str:
             line += f" (prediction error {latency['prediction_error']:+.1%})"
         if latency.get("reliable") is False:
             line += " (unreliable: machine busy)"
+    if latency.get("noisy_layer_calls"):
+        line += f" ({latency['noisy_layer_calls']} of {latency.get('layer_calls', '?')} layer timings taken busy)"
     return line + f" ({latency.get('backend', '?')}, {latency.get('threads', '?')} thread(s))"

@@ -120,6 +120,75 @@ def test_cache_with_a_foreign_fingerprint_inside_is_ignored(tmp_path) -> None:
     assert len(timer.asked) == 1
 
 
+class BusyThenQuietTimer:
+    """Plays a machine that is busy for the first ``busy`` timings (slow, flagged), then quiet."""
+
+    def __init__(self, busy: int) -> None:
+        self.busy, self.calls = busy, 0
+
+    def __call__(self, key: LayerKey) -> tuple[float, bool]:
+        self.calls += 1
+        quiet = self.calls > self.busy
+        return (1.0 if quiet else 5.0 + self.calls), quiet
+
+
+def test_a_busy_timing_is_retried_and_the_quiet_one_kept(tmp_path) -> None:
+    timer = BusyThenQuietTimer(busy=2)
+    table = MeasuredLatencyTable(cache_dir=tmp_path, time_layer=timer, retries=2)
+    assert table.cost_ms(conv_key()) == 1.0 and timer.calls == 3
+    assert not table.is_noisy(conv_key()) and table.describe()["noisy"] == 0
+
+
+def test_an_entry_never_timed_quietly_is_noisy_and_timed_again_next_time(tmp_path) -> None:
+    busy = BusyThenQuietTimer(busy=100)
+    table = MeasuredLatencyTable(cache_dir=tmp_path, time_layer=busy, retries=1)
+    assert table.cost_ms(conv_key()) == 6.0 and busy.calls == 2  # the fastest of two busy attempts
+    assert table.is_noisy(conv_key()) and table.cost_ms(conv_key()) == 6.0 and busy.calls == 2  # once per table
+    assert json.loads(table.path.read_text())["noisy"] == [conv_key().text()]
+    prediction = predict_latency(nn.Sequential(nn.Conv2d(16, 32, 3, padding=1)), torch.zeros(1, 16, 8, 8), table)
+    assert (prediction.calls, prediction.noisy_calls) == (1, 1)
+
+    still_busy = MeasuredLatencyTable(cache_dir=tmp_path, time_layer=BusyThenQuietTimer(busy=100), retries=0)
+    assert still_busy.cost_ms(conv_key()) == 6.0 and still_busy.is_noisy(conv_key())  # the faster figure stays
+    quiet = BusyThenQuietTimer(busy=0)
+    later = MeasuredLatencyTable(cache_dir=tmp_path, time_layer=quiet)
+    assert later.cost_ms(conv_key()) == 1.0 and quiet.calls == 1 and not later.is_noisy(conv_key())
+    assert later.describe()["retimed"] == 1 and json.loads(later.path.read_text())["noisy"] == []
+    assert MeasuredLatencyTable(cache_dir=tmp_path, time_layer=quiet).cost_ms(conv_key()) == 1.0 and quiet.calls == 1
+    with pytest.raises(ConfigError, match="retries"):
+        MeasuredLatencyTable(cache_dir=False, retries=-1)
+
+
+def _spin(stop_at: float) -> None:
+    import time
+
+    while time.monotonic() < stop_at:
+        pass
+
+
+def test_a_layer_timed_beside_a_cpu_hog_is_marked_noisy() -> None:
+    """cores + 1 busy-loop processes: every attempt waits for a core, so the entry must end up noisy."""
+    import multiprocessing
+    import os
+    import time
+
+    ctx = multiprocessing.get_context("spawn" if os.name == "nt" else "fork")
+    stop_at = time.monotonic() + 30.0
+    hogs = [ctx.Process(target=_spin, args=(stop_at,), daemon=True) for _ in range((os.cpu_count() or 1) + 1)]
+    for p in hogs:
+        p.start()
+    try:
+        time.sleep(0.5)
+        table = MeasuredLatencyTable(cache_dir=False, rounds=20, warmup=2, retries=1)
+        table.cost_ms(conv_key(16, 16, size=32))
+    finally:
+        for p in hogs:
+            p.terminate()
+        for p in hogs:
+            p.join(5)
+    assert table.is_noisy(conv_key(16, 16, size=32)) and table.describe()["noisy"] == 1
+
+
 def test_real_timing_of_one_small_layer() -> None:
     table = MeasuredLatencyTable(cache_dir=False, rounds=3, warmup=1)
     ms = table.cost_ms(conv_key(8, 8, size=8))

@@ -59,13 +59,18 @@ class Residual:
 
 @dataclass(frozen=True)
 class LatencyPrediction:
-    """A predicted latency: the layers' share, the residual, and the cost of each layer call."""
+    """A predicted latency: the layers' share, the residual, and the cost of each layer call.
+
+    ``calls`` layer calls were priced, ``noisy_calls`` of them from timings the table took on a busy
+    machine (:meth:`~modprune.measure.latency_table.LatencyTable.is_noisy`)."""
 
     total_ms: float
     layers_ms: float
     residual_ms: float
     activations: int
     per_layer: dict[str, float] = field(default_factory=dict)
+    calls: int = 0
+    noisy_calls: int = 0
 
 
 @dataclass(frozen=True)
@@ -113,7 +118,8 @@ def predict_latency(model: nn.Module, example_inputs: Any, table: LatencyTable,
     layers = sum(per_layer.values())
     activations = sum(c.key.output_elements() for c in calls)
     rest = residual.scaled(activations) if residual is not None else 0.0
-    return LatencyPrediction(layers + rest, layers, rest, activations, per_layer)
+    noisy = sum(table.is_noisy(c.key) for c in calls)
+    return LatencyPrediction(layers + rest, layers, rest, activations, per_layer, len(calls), noisy)
 
 
 def calibrate_residual(model: nn.Module, example_inputs: Any, table: LatencyTable,

@@ -12,7 +12,11 @@ stride, padding, dilation, groups, input size, batch, dtype, threads):
   (``$MODPRUNE_CACHE_DIR``, else ``$XDG_CACHE_HOME/modprune``, else ``~/.cache/modprune``), in a file
   named after a fingerprint of the hardware and software (CPU model, vector capability, torch version,
   threads, backend, and the ONNX Runtime version for that backend): a different machine, version or
-  thread count never reuses another's numbers.
+  thread count never reuses another's numbers. Each timing is watched by the busy-machine detector
+  (:class:`~modprune.measure.machine.MachineProbe`: CPU time against wall time, runnable tasks): a layer
+  timed while the process waited for a core is timed again (``retries``), the fastest attempt kept, and
+  an entry that never got a quiet attempt is marked *noisy* in the cache and timed again the next time a
+  table uses it. A prediction counts the noisy timings it rests on (:attr:`LatencyPrediction.noisy_calls`).
 * :class:`FormulaLatencyTable` is deterministic (a cost per MAC, per layer and per output element, with
   widths rounded up to a vector multiple): for tests, and for planning without timing anything.
 
@@ -171,6 +175,10 @@ class LatencyTable(ABC):
     def cost_ms(self, key: LayerKey) -> float:
         """Milliseconds one call of the layer ``key`` takes."""
 
+    def is_noisy(self, key: LayerKey) -> bool:
+        """Whether the figure for ``key`` was timed on a busy machine (a deterministic table: never)."""
+        return False
+
     def fingerprint(self) -> dict[str, Any]:
         """What the numbers depend on (hardware, versions, backend, threads)."""
         return fingerprint(self.backend, self.threads)
@@ -307,26 +315,35 @@ class MeasuredLatencyTable(LatencyTable):
     :param cache_dir: where the cache file lives (default :func:`default_cache_dir`); None-like ``False``
         keeps the table in memory only.
     :param rounds, warmup: timed rounds (median taken) and untimed calls per layer.
-    :param time_layer: ``(key) -> ms`` replacing the timing (tests).
+    :param retries: further timings of a layer whose timing the busy-machine detector flagged (the
+        fastest attempt is kept; none quiet: the entry is noisy, and timed again on its next first use).
+    :param time_layer: ``(key) -> ms`` or ``(key) -> (ms, quiet)`` replacing the timing (tests); a bare
+        ``ms`` counts as quiet.
     :param fingerprint_override: entries replacing those of :func:`fingerprint` (tests).
     """
 
     def __init__(self, backend: str = "torch-cpu", threads: int = 1, cache_dir: str | os.PathLike[str] | None | bool = None,
-                 *, rounds: int = 10, warmup: int = 3, time_layer: Callable[[LayerKey], float] | None = None,
+                 *, rounds: int = 10, warmup: int = 3, retries: int = 2,
+                 time_layer: Callable[[LayerKey], float | tuple[float, bool]] | None = None,
                  model_rounds: int = 20, fingerprint_override: Mapping[str, Any] | None = None) -> None:
         if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
             raise ConfigError(f"threads={threads!r} must be an integer >= 1", threads)
+        if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
+            raise ConfigError(f"retries={retries!r} must be an integer >= 0", retries)
         self.backend, self.threads = backend, threads
-        self.rounds, self.warmup, self.model_rounds = rounds, warmup, model_rounds
+        self.rounds, self.warmup, self.model_rounds, self.retries = rounds, warmup, model_rounds, retries
         self._fingerprint = {**fingerprint(backend, threads), **dict(fingerprint_override or {})}
         self._time_layer = time_layer or self._timed
         self.entries: dict[str, float] = {}
-        self.measured = 0
+        #: Entries no attempt of which ran on a quiet machine (names as :meth:`LayerKey.text`).
+        self.noisy: set[str] = set()
+        self._checked: set[str] = set()  # noisy entries already timed again by this table
+        self.measured = self.retimed = 0
         self.path: Path | None = None
         if cache_dir is not False:
             folder = Path(cache_dir) if cache_dir else default_cache_dir()
             self.path = folder / "latency" / f"{backend}-{_fingerprint_hash(self._fingerprint)}.json"
-            self.entries = self._load()
+            self.entries, self.noisy = self._load()
 
     def fingerprint(self) -> dict[str, Any]:
         return dict(self._fingerprint)
@@ -338,36 +355,67 @@ class MeasuredLatencyTable(LatencyTable):
     def cost_ms(self, key: LayerKey) -> float:
         key = replace(key, threads=self.threads)
         name = key.text()
-        if name not in self.entries:
-            self.entries[name] = float(self._time_layer(key))
-            self.measured += 1
+        old = self.entries.get(name)
+        if old is None or (name in self.noisy and name not in self._checked):
+            self._checked.add(name)  # a noisy entry is timed again once per table, at its first use
+            ms, quiet = self._attempts(key)
+            if old is None:
+                self.measured += 1
+            else:
+                self.retimed += 1
+            self.entries[name] = ms if quiet or old is None else min(old, ms)
+            if quiet:
+                self.noisy.discard(name)
+            else:
+                self.noisy.add(name)
+                log.info("layer %s timed on a busy machine (%d attempts): %.4f ms, marked noisy", name,
+                         1 + self.retries, self.entries[name])
             self.save()
         return self.entries[name]
+
+    def is_noisy(self, key: LayerKey) -> bool:
+        return replace(key, threads=self.threads).text() in self.noisy
+
+    def _attempts(self, key: LayerKey) -> tuple[float, bool]:
+        """``(ms, quiet)``: timings of ``key`` until one ran on a quiet machine (at most ``1 + retries``);
+        the fastest attempt (waiting for a core only ever slows a timing down)."""
+        best = math.inf
+        for _ in range(1 + self.retries):
+            result = self._time_layer(key)
+            ms, quiet = result if isinstance(result, tuple) else (result, True)
+            best = min(best, float(ms))
+            if quiet:
+                return best, True
+        return best, False
 
     def costs(self, keys: Iterable[LayerKey]) -> list[float]:
         return [self.cost_ms(k) for k in keys]
 
-    def _load(self) -> dict[str, float]:
-        """Entries of the cache file when its fingerprint is this table's (else none: measured anew)."""
+    def _load(self) -> tuple[dict[str, float], set[str]]:
+        """Entries (and the noisy ones' names) of the cache file when its fingerprint is this table's
+        (else none: measured anew)."""
         if self.path is None or not self.path.is_file():
-            return {}
+            return {}, set()
         try:
             data = json.loads(self.path.read_text(encoding="utf-8"))
         except (OSError, ValueError) as exc:
             log.warning("latency cache %s unreadable (%s): measuring anew", self.path, exc)
-            return {}
+            return {}, set()
         if not isinstance(data, dict) or data.get("fingerprint") != self._fingerprint:
             log.info("latency cache %s is for another machine or version: measuring anew", self.path)
-            return {}
-        entries = data.get("entries", {})
-        return {str(k): float(v) for k, v in entries.items() if isinstance(v, (int, float))}
+            return {}, set()
+        raw = data.get("entries", {})
+        entries = {str(k): float(v) for k, v in raw.items() if isinstance(v, (int, float))} if isinstance(raw, dict) else {}
+        noisy = data.get("noisy", [])
+        return entries, {str(n) for n in noisy if str(n) in entries} if isinstance(noisy, list) else set()
 
     def save(self) -> None:
         """Write the cache file (atomically: a reader never sees half a file)."""
         if self.path is None:
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        payload = json.dumps({"fingerprint": self._fingerprint, "entries": self.entries}, sort_keys=True, indent=0)
+        payload = json.dumps({"fingerprint": self._fingerprint, "entries": self.entries,
+                              "noisy": sorted(self.noisy)}, sort_keys=True, indent=0)
         fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=".latency-", suffix=".json")
         try:
             with os.fdopen(fd, "w", encoding="utf-8") as f:
@@ -377,8 +425,11 @@ class MeasuredLatencyTable(LatencyTable):
             Path(tmp).unlink(missing_ok=True)
             raise
 
-    def _timed(self, key: LayerKey) -> float:
-        """Median milliseconds of the layer ``key`` alone, on this table's backend."""
+    def _timed(self, key: LayerKey) -> tuple[float, bool]:
+        """``(ms, quiet)``: median milliseconds of the layer ``key`` alone, on this table's backend, and
+        whether the busy-machine detector stayed silent while it was timed."""
+        from modprune.measure.machine import MachineProbe, assess_machine
+
         layer, x = key.build()
         layer.eval()
         if self.backend == "onnxruntime-cpu":
@@ -386,9 +437,20 @@ class MeasuredLatencyTable(LatencyTable):
 
             session = ort_session_of(layer, x, self.threads)
             feed = {session.get_inputs()[0].name: x.numpy()}
-            return time_call(lambda: session.run(None, feed), self.warmup, self.rounds, self.threads)
+            call: Callable[[], Any] = lambda: session.run(None, feed)  # noqa: E731
+        else:
+            call = lambda: layer(x)  # noqa: E731
+        probe = MachineProbe(self.threads)
+        probe.start()
+        probe.sample()
         with torch.inference_mode():
-            return time_call(lambda: layer(x), self.warmup, self.rounds, self.threads)
+            ms = time_call(call, self.warmup, self.rounds, self.threads)
+        probe.sample()
+        probe.stop()
+        # CPU time against wall time and runnable tasks; not the load average, which lags by a minute
+        check = assess_machine(cores=os.cpu_count() or 1, own_threads=self.threads, cpu_s=probe.cpu_s,
+                               wall_s=probe.wall_s, runnable=probe.runnable or None)
+        return ms, not check.busy
 
     def measure_models(self, models: Mapping[str, nn.Module], example_inputs: Any) -> dict[str, Any] | None:
         """The models timed together (interleaved rounds, busy-machine detector on); for the ONNX Runtime
@@ -407,7 +469,8 @@ class MeasuredLatencyTable(LatencyTable):
 
     def describe(self) -> dict[str, Any]:
         return {"fingerprint": self.fingerprint(), "path": str(self.path) if self.path else None,
-                "entries": len(self.entries), "measured": self.measured}
+                "entries": len(self.entries), "measured": self.measured, "retimed": self.retimed,
+                "noisy": len(self.noisy)}
 
 
 def key_dict(key: LayerKey) -> dict[str, Any]:

@@ -289,8 +289,12 @@ def _latency_end_note(goal: LatencyGoal) -> str:
     if report["measured_ms"] is None:
         return f"latency predicted {report['predicted_ms']:.3f} ms (not measured: the table times no models)"
     busy = " (unreliable: machine busy)" if report["reliable"] is False else ""
+    noisy = ""
+    if report.get("noisy_layer_calls"):
+        noisy = (f"; {report['noisy_layer_calls']} of {report['layer_calls']} layer timings behind the prediction "
+                 "were taken on a busy machine (timed again when a table next uses them)")
     return (f"latency predicted {report['predicted_ms']:.3f} ms, measured {report['measured_ms']:.3f} ms "
-            f"(prediction error {report['prediction_error']:+.1%}){busy}")
+            f"(prediction error {report['prediction_error']:+.1%}){busy}{noisy}")
 
 
 def _latency_why(goal: LatencyGoal, achieved: float, target: float) -> str:

@@ -28,7 +28,8 @@ from typing import Any
 from torch import nn
 
 from modprune.fusion import fuse
-from modprune.measure.latency_model import LayerCall, Residual, calibrate_residual, layer_calls, predict_latency
+from modprune.measure.latency_model import (LatencyPrediction, LayerCall, Residual, calibrate_residual, layer_calls,
+                                            predict_latency)
 from modprune.measure.latency_table import LatencyTable, LayerKey
 from modprune.pruners.structured_graph import GraphPruner, GroupUnit, Plan
 
@@ -178,6 +179,7 @@ class LatencyGoal:
         self.residual = calibrate_residual(model, example_inputs, table, measured_ms=measured)
         self.start_ms = measured if measured is not None else predict_latency(model, example_inputs, table).total_ms
         self.predicted_ms = self.start_ms
+        self.prediction: LatencyPrediction | None = None
         self.measured_ms: float | None = measured
         self.reliable: bool | None = timed["reliable"] if timed else None
         self.timed_models = timed is not None
@@ -185,7 +187,8 @@ class LatencyGoal:
     def measure(self, model: nn.Module) -> float:
         """The latency of ``model`` now, in the starting model's milliseconds: measured against the dense
         reference when the table times models (the ratio of an interleaved run), else predicted."""
-        self.predicted_ms = predict_latency(model, self.inputs, self.table, self.residual).total_ms
+        self.prediction = predict_latency(model, self.inputs, self.table, self.residual)
+        self.predicted_ms = self.prediction.total_ms
         if self.dense is None:
             return self.predicted_ms
         timed = self.table.measure_models({"dense": self.dense, "pruned": fuse(model)}, self.inputs)
@@ -236,4 +239,5 @@ class LatencyGoal:
         return {"backend": self.table.backend, "threads": self.table.threads, "fingerprint": self.table.fingerprint(),
                 "start_ms": self.start_ms, "predicted_ms": self.predicted_ms, "measured_ms": self.measured_ms,
                 "prediction_error": error, "residual_ms": self.residual.ms, "reliable": self.reliable,
-                "align": self.align}
+                "align": self.align, "layer_calls": self.prediction.calls if self.prediction else None,
+                "noisy_layer_calls": self.prediction.noisy_calls if self.prediction else None}
