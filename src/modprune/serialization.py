@@ -18,7 +18,6 @@ import inspect
 import logging
 import os
 import pickle
-import re
 import zipfile
 from pathlib import Path
 from typing import Any, Iterator, Mapping

@@ -85,6 +85,26 @@ def test_predicted_against_measured_error_is_reported(pm) -> None:
     assert any("prediction error" in n for n in report.notes)
 
 
+class NoisyDepthwise(type(fake_table())):
+    """The fake table, with its depthwise layers' figures playing timings taken on a busy machine."""
+
+    def is_noisy(self, key) -> bool:
+        return key.depthwise
+
+
+def test_the_report_counts_layer_timings_taken_on_a_busy_machine(pm) -> None:
+    slower = fake_table()
+    table = NoisyDepthwise(per_mac=1e-6, per_layer=0.01, per_output=1e-5,
+                           measure_fn=lambda m, x: 1.1 * predict_latency(m, x, slower).layers_ms)
+    report = modprune.prune(net(), latency_config(0.4), X, pm=pm, latency_table=table)
+    assert (report.latency["noisy_layer_calls"], report.latency["layer_calls"]) == (1, 6)  # one depthwise conv
+    assert any("1 of 6 layer timings behind the prediction were taken on a busy machine" in n for n in report.notes)
+    assert "1 of 6 layer timings taken busy" in report.to_markdown()
+    quiet = modprune.prune(net(), latency_config(0.4), X, pm=pm, latency_table=fake_table(
+        measure_fn=lambda m, x: 1.1 * predict_latency(m, x, slower).layers_ms))
+    assert quiet.latency["noisy_layer_calls"] == 0 and not any("busy machine" in n for n in quiet.notes)
+
+
 def test_unreachable_latency_target_changes_nothing(pm) -> None:
     model = net()
     weights = [p.clone() for p in model.parameters()]

@@ -24,9 +24,7 @@ from __future__ import annotations
 import logging
 import math
 import os
-import shutil
 import sys
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
