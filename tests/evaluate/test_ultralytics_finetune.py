@@ -296,7 +296,7 @@ def test_keep_zeros_false_lets_weights_regrow(offline_ultralytics: Path, tiny_da
     ({"patience": 0}, ConfigError, "patience"),
     ({"nominal_batch": 0}, ConfigError, "nominal_batch=0 must be an integer >= 1"),
     ({"nominal_batch": 16.0}, ConfigError, "nominal_batch"),
-    ({"overrides": {"nbs": 16}}, ConfigError, r"overrides may not set \['nbs'\]"),  # the field says it
+    ({"overrides": {"nbs": 16}, "nominal_batch": 16}, ConfigError, "both set ultralytics' nbs"),
     ({"overrides": {"cos_lrr": True}}, ConfigError, "not an ultralytics training argument .did you mean cos_lr"),
     ({"resume": True}, ConfigError, "nothing to resume"),
     ({"masks": {"nope.weight": torch.ones(1)}}, ConfigError, "names no parameter"),

@@ -80,7 +80,7 @@ LOG = logging.getLogger(__name__)
 MODEL_PLACEHOLDER = "modprune-in-memory-model"
 # Arguments finetune() sets itself; they may not come in through ``overrides``.
 _RESERVED_ARGS = frozenset({"model", "data", "epochs", "imgsz", "batch", "seed", "workers", "device", "project",
-                            "name", "exist_ok", "mode", "task", "resume", "pretrained", "distill_model", "nbs"})
+                            "name", "exist_ok", "mode", "task", "resume", "pretrained", "distill_model"})
 
 
 class PrunedModelTrainer(DetectionTrainer):
@@ -529,6 +529,9 @@ class FinetuneOptions:
                                                or not isinstance(self.nominal_batch, int) or self.nominal_batch < 1):
             raise ConfigError(f"nominal_batch={self.nominal_batch!r} must be an integer >= 1 or None",
                               obj=self.nominal_batch)
+        if self.nominal_batch is not None and "nbs" in (self.overrides or {}):
+            raise ConfigError("nominal_batch and overrides['nbs'] both set ultralytics' nbs; keep one (nominal_batch)",
+                              obj=self.overrides)
         if self.lr0 is not None and str(self.optimizer).lower() == "auto":
             raise ConfigError(f"lr0={self.lr0!r} would be ignored: optimizer='auto' lets ultralytics pick both the "
                               "optimizer and its learning rate; name an optimizer (optimizer='SGD', on the command "
