@@ -17,8 +17,8 @@ whose MACs match the recipe's pruned model) trains from scratch for base + fine-
 ultralytics' validator on the whole validation split at ``--imgsz``. A rerun into the same ``OUT`` reuses
 each seed's trained base (``OUT/seed-N/base.pt``); ``--bases-only`` stops there (the bases other benchmarks
 start from). ``--nominal-batch N`` sets the images per optimizer step of both arms' fine-tuning,
-``--thin-nominal-batch N`` that of the thin model's training (both: ultralytics' 64 by default). Writes ``OUT/search_vs_recipe.json`` after every seed and prints a Markdown table with mean and
-spread over the seeds.
+``--thin-nominal-batch N`` that of the thin model's training (both: ultralytics' 64 by default). Writes
+``OUT/search_vs_recipe.json`` after every seed and prints a Markdown table with mean and spread over the seeds.
 """
 
 from __future__ import annotations

@@ -11,8 +11,8 @@ YAML file). ``--dense-control`` also fine-tunes the unpruned base with every bud
 the control for "extra epochs train an unconverged base further". ``--pruned FILE`` fine-tunes that pruned
 model instead of pruning the base (the same weights for every fine-tuning setting). The fine-tuning follows
 the recipe's ``finetune`` section; ``--optimizer``, ``--lr0``, ``--nominal-batch``, ``--distill-weight`` and
-``--train-arg KEY=VALUE`` (repeatable, any ultralytics training argument) override it. Writes ``OUT/acc.json`` (with the prune's
-notes and latency figures) and the pruned model ``OUT/pruned.pt``.
+``--train-arg KEY=VALUE`` (repeatable, any ultralytics training argument) override it. Writes ``OUT/acc.json``
+(with the prune's notes and latency figures) and the pruned model ``OUT/pruned.pt``.
 """
 
 from __future__ import annotations

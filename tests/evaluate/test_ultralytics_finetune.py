@@ -367,8 +367,8 @@ def test_finetune_command_for_real_data(tmp_path: Path, tiny_data: Path) -> None
                               timeout=300)
     assert no_reset.returncode == 2 and "--reset-head" in no_reset.stderr
     done = subprocess.run([sys.executable, *base, "--reset-head", "--device", "cpu", "--workers", "0", "--optimizer",
-                           "SGD", "--lr0", "0.002", "--patience", "3", "--nominal-batch", "4", "--train-arg", "mosaic=0",
-                           "--train-arg", "warmup_epochs=0"],
+                           "SGD", "--lr0", "0.002", "--patience", "3", "--nominal-batch", "4",
+                           "--train-arg", "mosaic=0", "--train-arg", "warmup_epochs=0"],
                           cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     run = tmp_path / "my-runs" / "modprune" / "finetune"

@@ -405,7 +405,8 @@ class MeasuredLatencyTable(LatencyTable):
             log.info("latency cache %s is for another machine or version: measuring anew", self.path)
             return {}, set()
         raw = data.get("entries", {})
-        entries = {str(k): float(v) for k, v in raw.items() if isinstance(v, (int, float))} if isinstance(raw, dict) else {}
+        raw = raw if isinstance(raw, dict) else {}
+        entries = {str(k): float(v) for k, v in raw.items() if isinstance(v, (int, float))}
         noisy = data.get("noisy", [])
         return entries, {str(n) for n in noisy if str(n) in entries} if isinstance(noisy, list) else set()
 
