@@ -17,7 +17,10 @@ whose MACs match the recipe's pruned model) trains from scratch for base + fine-
 ultralytics' validator on the whole validation split at ``--imgsz``. A rerun into the same ``OUT`` reuses
 each seed's trained base (``OUT/seed-N/base.pt``); ``--bases-only`` stops there (the bases other benchmarks
 start from). ``--nominal-batch N`` sets the images per optimizer step of both arms' fine-tuning,
-``--thin-nominal-batch N`` that of the thin model's training (both: ultralytics' 64 by default). Writes
+``--thin-nominal-batch N`` that of the thin model's training (both: ultralytics' 64 by default).
+``--recovery-epochs N`` adds a third arm: a second search whose proxy fine-tunes every trial N epochs first
+(:class:`~modprune.integrations.ultralytics.proxy.RecoveryScorer`: output distillation from the base, the
+arms' nominal batch), then the same fine-tuning as the other arms. Writes
 ``OUT/search_vs_recipe.json`` after every seed and prints a Markdown table with mean and spread over the seeds.
 """
 
@@ -63,6 +66,9 @@ def _args() -> argparse.Namespace:
                    help="images per optimizer step of both arms' fine-tuning (default: ultralytics' 64)")
     p.add_argument("--thin-nominal-batch", type=int, default=None,
                    help="images per optimizer step of the thin model's training (default: ultralytics' 64)")
+    p.add_argument("--recovery-epochs", type=int, default=0,
+                   help="also search with a proxy that fine-tunes each trial this many epochs (arm "
+                        "'searched-recovery'; default 0: not run)")
     p.add_argument("--bases-only", action="store_true",
                    help="stop after each seed's data and trained base (OUT/seed-N/base.pt, data/data.yaml)")
     return p.parse_args()
@@ -76,18 +82,24 @@ def _train(model, data, a, out, name, epochs, seed, teacher=None, nominal_batch=
     return finetune(model, data, opts, teacher=teacher)
 
 
-def _search(base, data, a, out, seed):
-    from modprune.integrations.ultralytics.proxy import ProxyScorer
+def _search(base, data, a, out, seed, arm="searched"):
+    from modprune.integrations.ultralytics.proxy import ProxyScorer, RecoveryScorer
+    from modprune.integrations.ultralytics.trainer import FinetuneOptions
     from modprune.workflows.search import search
 
     size = a.prune_imgsz or a.imgsz
     x = torch.zeros(1, 3, size, size)
     with ProxyScorer(data, imgsz=a.imgsz, subset=a.subset, batch=a.batch, calibrate_batches=a.calibrate) as score:
+        if arm != "searched":  # the recovery proxy: each trial fine-tuned as the arms are, for fewer epochs
+            options = FinetuneOptions(epochs=a.recovery_epochs, imgsz=a.imgsz, batch=a.batch, seed=seed,
+                                      project_dir=out / "runs", name="proxy-finetune", distill="output",
+                                      nominal_batch=a.nominal_batch)
+            score = RecoveryScorer(score, data, options, teacher=base)
         result = search(base, score, x, budget=a.budget, objective=a.objective, trials=a.trials,
-                        storage=f"sqlite:///{out / 'search.optuna.db'}", study_name=f"seed-{seed}",
+                        storage=f"sqlite:///{out / 'search.optuna.db'}", study_name=f"seed-{seed}-{arm}",
                         config=modprune.load_recipe(a.recipe), seed=seed, progress=print)
-    recipe = result.recipe(f"searched-seed-{seed}")
-    (out / "searched.yaml").write_text(recipe.to_yaml())
+    recipe = result.recipe(f"{arm}-seed-{seed}")
+    (out / f"{arm}.yaml").write_text(recipe.to_yaml())
     return result
 
 
@@ -121,13 +133,17 @@ def _one_seed(a, seed: int) -> dict:
     if a.bases_only:
         base_metrics = {m: metrics["base"][m] for m in ("mAP50", "mAP50-95")}
         return {**record, "seconds": seconds, "results": {"base": base_metrics}}
-    t = time.perf_counter()
-    found = _search(base, data, a, out, seed)
-    seconds["search"] = time.perf_counter() - t
-    record["search"] = {"ratios": found.config.category_ratios, "proxy": found.value, "metrics": found.metrics,
-                        "achieved": found.achieved, "complete": found.complete, "infeasible": found.infeasible}
+    arms = [(a.recipe, modprune.load_recipe(a.recipe))]
+    for arm in ("searched", "searched-recovery")[: 2 if a.recovery_epochs else 1]:
+        t = time.perf_counter()
+        found = _search(base, data, a, out, seed, arm)
+        key = "search" if arm == "searched" else f"{arm} search"
+        seconds[key] = time.perf_counter() - t
+        record[key] = {"ratios": found.config.category_ratios, "proxy": found.value, "metrics": found.metrics,
+                       "achieved": found.achieved, "complete": found.complete, "infeasible": found.infeasible}
+        arms.append((arm, found.config))
     pruned = {}
-    for arm, config in ((a.recipe, modprune.load_recipe(a.recipe)), ("searched", found.config)):
+    for arm, config in arms:
         t = time.perf_counter()
         model = copy.deepcopy(base)
         size = a.prune_imgsz or a.imgsz

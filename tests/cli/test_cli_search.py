@@ -9,6 +9,7 @@ import pytest
 
 import modprune
 from modprune.data import generate_dataset
+from modprune.recipes import recipe_from_file
 
 
 def test_sensitivity_then_search_then_prune_with_the_found_recipe(run_cli, tmp_path: Path) -> None:
@@ -41,3 +42,11 @@ def test_sensitivity_then_search_then_prune_with_the_found_recipe(run_cli, tmp_p
     assert abs(json.loads((tmp_path / "r.json").read_text())["achieved"] - 0.3) <= 0.01
     refused = run_cli("search", *common, "--budget", "flops=0.5", "-o", tmp_path / "l.yaml", cwd=tmp_path)
     assert refused.rc == 2 and "latency" in refused.stderr  # the error lists the valid kinds
+    res = run_cli("search", *common, "--budget", "macs=0.3", "--trials", "2", "--seed", "0", "--proxy-epochs", "1",
+                  "--proxy-distill", "--proxy-nominal-batch", "2", "-o", tmp_path / "rec.yaml", cwd=tmp_path)
+    assert res.rc == 0, res.stderr
+    recipe = recipe_from_file(tmp_path / "rec.yaml")
+    assert recipe.finetune == {"nominal_batch": 2} and "after 1 fine-tuning epoch" in recipe.description
+    refused = run_cli("search", *common, "--budget", "macs=0.3", "--proxy-distill", "-o", tmp_path / "x.yaml",
+                      cwd=tmp_path)
+    assert refused.rc == 2 and "--proxy-epochs" in refused.stderr

@@ -56,6 +56,19 @@ def test_a_study_resumes_and_refuses_another_search(tmp_path: Path) -> None:
         search(model, Fidelity(model), X, budget="macs=0.5", trials=1, **kwargs)
 
 
+def test_a_study_keeps_how_its_trials_were_scored(tmp_path: Path) -> None:
+    model = toy_cnn(width=16)
+    kwargs = dict(objective="fidelity", storage=f"sqlite:///{tmp_path / 's.db'}", study_name="s", budget="macs=0.3")
+    search(model, Fidelity(model), X, trials=2, seed=0, **kwargs)  # made before the proxy was recorded
+    search(model, Fidelity(model), X, trials=1, seed=1, proxy="as pruned", **kwargs)
+    again = search(model, Fidelity(model), X, trials=1, seed=2, proxy="as pruned", **kwargs)
+    assert len(again.history) == 4
+    with pytest.raises(modprune.ConfigError, match="another search.*proxy"):
+        search(model, Fidelity(model), X, trials=1, proxy="after 1 fine-tuning epoch", **kwargs)
+    recipe = again.recipe("r", finetune={"nominal_batch": 16}, proxy="after 1 fine-tuning epoch")
+    assert "after 1 fine-tuning epoch" in recipe.description and recipe.finetune == {"nominal_batch": 16}
+
+
 def test_two_workers_share_one_sqlite_study_without_losing_a_trial(tmp_path: Path) -> None:
     storage = f"sqlite:///{tmp_path / 'shared.db'}"
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(HERE), *sys.path])}

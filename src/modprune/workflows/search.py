@@ -3,7 +3,8 @@
 Each trial proposes a relative ratio per category (structured pruning, ``category_ratios``), prunes a copy
 of the model to the budget (e.g. 40% fewer MACs: the pruner scales the ratios together until the target
 is met, so every finished trial meets the budget within its tolerance; a latency budget may also be
-exceeded), and scores it with a proxy without fine-tuning (see :mod:`modprune.workflows.sensitivity`). A
+exceeded), and scores it with a proxy: without fine-tuning (see :mod:`modprune.workflows.sensitivity`), or
+after a short one (:class:`~modprune.integrations.ultralytics.proxy.RecoveryScorer`). A
 trial whose ratios cannot reach the budget, or miss it, is recorded as pruned (infeasible) and never
 becomes the best.
 
@@ -108,12 +109,15 @@ class SearchResult:
     seconds: float = 0.0
     history: list[dict[str, Any]] = field(default_factory=list)
 
-    def recipe(self, name: str, description: str = "") -> Recipe:
-        """The best config as a :class:`~modprune.recipes.Recipe` (``to_yaml`` writes it for ``--recipe``)."""
+    def recipe(self, name: str, description: str = "", *, finetune: Mapping[str, Any] | None = None,
+               proxy: str = "without fine-tuning") -> Recipe:
+        """The best config as a :class:`~modprune.recipes.Recipe` (``to_yaml`` writes it for ``--recipe``),
+        with ``finetune`` settings (a recipe's ``finetune`` section) if given; ``proxy`` says in the default
+        description how the trials were scored."""
         text = description or (f"found by modprune search (study {self.study_name!r}, trial {self.trial} of "
-                               f"{self.complete} finished): {self.objective} {self.value:.4f} without fine-tuning, "
+                               f"{self.complete} finished): {self.objective} {self.value:.4f} {proxy}, "
                                f"{self.config.target_kind} reduction {self.achieved:.4f}")
-        return Recipe(name, text, self.config)
+        return Recipe(name, text, self.config, finetune=dict(finetune or {}))
 
 
 def _direction(objective: str) -> str:
@@ -198,8 +202,8 @@ def _study(storage: str | None, name: str, direction: str, seed: int | None, att
     study = optuna.create_study(storage=_storage(storage), study_name=name, direction=direction,
                                 sampler=optuna.samplers.TPESampler(seed=seed), load_if_exists=True)
     known = study.user_attrs
-    if known and any(known.get(k) != v for k, v in attrs.items()):
-        differ = {k: (known.get(k), v) for k, v in attrs.items() if known.get(k) != v}
+    differ = {k: (known[k], v) for k, v in attrs.items() if k in known and known[k] != v}
+    if differ:
         raise ConfigError(f"study {name!r} was created for another search ({differ}: stored, asked); choose "
                           "another --study name or storage", name)
     for key, value in attrs.items():
@@ -252,6 +256,7 @@ def search(
     progress: Callable[[str], None] | None = None,
     pm: ModpruneManager | None = None,
     latency_table: Any = None,
+    proxy: str | None = None,
 ) -> SearchResult:
     """Search per-category ratios that meet ``budget`` and optimise ``objective`` (``model`` is not modified).
 
@@ -268,6 +273,9 @@ def search(
     :param seed: the sampler's seed (None: random; give each parallel worker its own).
     :param latency_table: for a ``latency`` budget, the per-layer latency table every trial plans and
         measures with (see :func:`modprune.prune`); None: the backend's table, cached on disk.
+    :param proxy: a description of how ``score`` scores (e.g. ``"finetune 1 epoch, nominal batch 16"``), kept
+        with the study: resuming it with another description is refused, as trials scored differently do
+        not compare. None: not recorded.
     :raises ConfigError: a bad budget, objective or category, or a study made for another search.
     :raises UnreachableTargetError: no trial of the study met the budget.
     """
@@ -282,7 +290,8 @@ def search(
     chosen = sorted(categories) if categories is not None else valid
     if not chosen or any(c not in valid for c in chosen):
         raise ConfigError(f"search categories {list(chosen)} must be some of {', '.join(valid) or 'none'}", chosen)
-    attrs = {"budget": f"{budget.kind}={budget.value}", "objective": objective, "categories": list(chosen)}
+    attrs = {"budget": f"{budget.kind}={budget.value}", "objective": objective, "categories": list(chosen),
+             **({} if proxy is None else {"proxy": str(proxy)})}
     study = _study(storage, study_name, _direction(objective), seed, attrs)
     say = progress or (lambda line: log.info("%s", line))
     if study.trials:

@@ -2,13 +2,21 @@
 
 The study lives in SQLite next to the output by default (``recipe.optuna.db`` for ``recipe.yaml``), so running
 the same command again resumes it; ``--storage URL`` shares one study between many workers.
+
+``--proxy-epochs N`` fine-tunes every trial's pruned model N epochs before scoring it
+(:class:`~modprune.integrations.ultralytics.proxy.RecoveryScorer`), with the base recipe's ``finetune``
+settings. The written recipe carries the base recipe's ``finetune`` section on (with ``--proxy-nominal-batch``
+over it), for the fine-tuning after ``modprune prune --recipe``.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+import tempfile
+from contextlib import ExitStack
 from pathlib import Path
+from typing import Any
 
 from modprune.cli.commands._proxy import add_proxy_args, base_config, input_paths, set_threads
 from modprune.cli.common import positive_int
@@ -35,6 +43,15 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, help="sampler seed (default random; give each parallel worker its own)")
     p.add_argument("--category", action="append", default=[], metavar="NAME",
                    help="search only this category's ratio (repeatable; default every prunable one; others stay 0)")
+    g = p.add_argument_group("recovery proxy (fine-tune each trial before scoring it)")
+    g.add_argument("--proxy-epochs", type=int, default=0, metavar="N",
+                   help="fine-tune every trial's pruned model N epochs on the training split before scoring it "
+                        "(default 0: score it as pruned); uses the --recipe's finetune settings")
+    g.add_argument("--proxy-distill", action="store_true",
+                   help="distil the proxy fine-tuning from the unpruned model (head outputs)")
+    g.add_argument("--proxy-nominal-batch", type=positive_int, metavar="N",
+                   help="images per optimizer step of the proxy fine-tuning (default: the recipe's, else "
+                        "ultralytics' 64)")
     p.add_argument("-o", "--output", required=True, help="where to write the best recipe (YAML)")
     p.add_argument("--force", action="store_true", help="allow the output to replace an existing file")
     p.set_defaults(func=run)
@@ -45,27 +62,76 @@ def default_storage(output: Path) -> str:
     return f"sqlite:///{output.resolve().with_name(output.stem + '.optuna.db')}"
 
 
+def _finetune_settings(args: argparse.Namespace) -> dict[str, Any]:
+    """The base recipe's ``finetune`` section, with ``--proxy-nominal-batch`` over it."""
+    from modprune import api
+
+    settings = dict(api.find_recipe(args.recipe).finetune) if args.recipe else {}
+    if args.proxy_nominal_batch is not None:
+        settings["nominal_batch"] = args.proxy_nominal_batch
+    return settings
+
+
+def _check_proxy_args(args: argparse.Namespace) -> None:
+    from modprune.exceptions import ConfigError
+
+    if args.proxy_epochs < 0:
+        raise ConfigError(f"--proxy-epochs must be 0 or more, got {args.proxy_epochs}", args.proxy_epochs)
+    given = [flag for flag, on in (("--proxy-distill", args.proxy_distill),
+                                   ("--proxy-nominal-batch", args.proxy_nominal_batch is not None)) if on]
+    if given and not args.proxy_epochs:
+        raise ConfigError(f"{' and '.join(given)} need --proxy-epochs N (N >= 1)", given)
+
+
+def _proxy_description(args: argparse.Namespace) -> str:
+    """How the trials are scored, kept with the study (a resumed study must score the same way)."""
+    what = (f"{args.objective} on {args.subset} validation images at {args.imgsz} px, "
+            f"BatchNorm recalibration {args.calibrate_batches} batches")
+    if not args.proxy_epochs:
+        return what
+    settings = ", ".join(f"{k}={v}" for k, v in sorted(_finetune_settings(args).items()))
+    return (f"{what}, after {args.proxy_epochs} fine-tuning epoch(s)"
+            f"{' distilled' if args.proxy_distill else ''}{' (' + settings + ')' if settings else ''}")
+
+
+def _scorer(args: argparse.Namespace, model: Any, run_dir: Path, stack: ExitStack) -> Any:
+    """The proxy: a :class:`ProxyScorer`, fine-tuning each model first with ``--proxy-epochs``."""
+    from modprune.integrations.ultralytics.proxy import ProxyScorer, RecoveryScorer
+
+    score = stack.enter_context(ProxyScorer(args.data, imgsz=args.imgsz, subset=args.subset, batch=args.batch,
+                                            calibrate_batches=args.calibrate_batches))
+    if not args.proxy_epochs:
+        return score
+    from modprune.integrations.ultralytics.trainer import FinetuneOptions
+
+    options = FinetuneOptions(epochs=args.proxy_epochs, imgsz=args.imgsz, batch=args.batch, project_dir=run_dir,
+                              name="proxy-finetune", **_finetune_settings(args))
+    return RecoveryScorer(score, args.data, options, teacher=model if args.proxy_distill else None)
+
+
 def run(args: argparse.Namespace) -> int:
     from modprune.api import resolve_config
     from modprune.cli.common import check_output, example_input, load_model
-    from modprune.integrations.ultralytics.proxy import ProxyScorer
     from modprune.optional import require
     from modprune.workflows.search import Budget, search
 
     require("optuna", "modprune search")
     budget = Budget.parse(args.budget, tolerance=args.tolerance)
+    _check_proxy_args(args)
     config = base_config(args)
     out = check_output(args.output, input_paths(args), force=args.force)
     storage = args.storage or default_storage(out)
     set_threads(args)
     model = load_model(args)
-    with ProxyScorer(args.data, imgsz=args.imgsz, subset=args.subset, batch=args.batch,
-                     calibrate_batches=args.calibrate_batches) as score:
+    with ExitStack() as stack:
+        run_dir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="modprune-search-")))
+        score = _scorer(args, model, run_dir, stack)
         result = search(model, score, example_input(args.prune_imgsz or args.imgsz), budget=budget, objective=args.objective,
                         trials=args.trials, storage=storage, study_name=args.study, config=config,
-                        categories=args.category or None, seed=args.seed,
+                        categories=args.category or None, seed=args.seed, proxy=_proxy_description(args),
                         progress=lambda m: print(m, file=sys.stderr))
-    recipe = result.recipe(out.stem)
+    proxy = f"after {args.proxy_epochs} fine-tuning epoch(s)" if args.proxy_epochs else "without fine-tuning"
+    recipe = result.recipe(out.stem, finetune=_finetune_settings(args), proxy=proxy)
     resolve_config(recipe.config)  # what `modprune prune --recipe` will check
     from modprune.serialization import atomic_path
 

@@ -12,6 +12,9 @@ re-estimated on N batches of the dataset's training images (:func:`modprune.cali
 images only, no labels, no weight change). A one-shot prune shifts what each BatchNorm sees; without
 recalibration the proxy scores mostly the stale statistics (yolov8n at -30% MACs: mAP50 0.000 as pruned,
 0.249 recalibrated; see docs/results.md, "BatchNorm recalibration").
+
+:class:`RecoveryScorer` wraps any such score: it fine-tunes a copy of each model for a few epochs first, so
+a search ranks pruned models by what they recover to rather than by what they score as cut.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ import shutil
 import tempfile
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any
+from typing import Any, Callable, Mapping
 
 import torch
 import yaml
@@ -31,7 +34,7 @@ from torch import nn
 
 from modprune.exceptions import ConfigError
 
-__all__ = ["ProxyScorer"]
+__all__ = ["ProxyScorer", "RecoveryScorer"]
 
 log = logging.getLogger(__name__)
 
@@ -189,3 +192,44 @@ class ProxyScorer:
 
     def __exit__(self, *_: Any) -> None:
         self.close()
+
+
+class RecoveryScorer:
+    """``scorer(model) -> score(finetune(model))``: a proxy of what a pruned model recovers to.
+
+    A one-shot score ranks pruned models by what they keep as cut; the fine-tuning that follows can
+    reorder them (docs/results.md, the search at nominal batch 16). This scorer fine-tunes a copy of each
+    scored model for ``options.epochs`` first, as NetAdapt ranks its candidates after short-term
+    fine-tuning (Yang et al., ECCV 2018), then scores the copy with ``score`` (e.g. a
+    :class:`ProxyScorer`). The scored model is not modified.
+
+    Every call trains with the same ``options`` (same seed, same run folder
+    ``options.project_dir/options.name``, overwritten by the next call), so a model's score depends on
+    that model only. Give parallel workers their own ``project_dir``.
+
+    :param score: the proxy applied after the fine-tuning, ``score(model) -> {metric: value}``.
+    :param data_yaml: the dataset the fine-tuning trains on (its training split).
+    :param options: how each model is fine-tuned (:class:`~modprune.integrations.ultralytics.trainer.FinetuneOptions`;
+        ``resume`` is refused).
+    :param teacher: distil from this model (e.g. the unpruned one), as the fine-tuning after the prune will.
+    """
+
+    def __init__(self, score: Callable[[nn.Module], Mapping[str, float]], data_yaml: str | os.PathLike[str],
+                 options: Any, *, teacher: nn.Module | None = None) -> None:
+        from modprune.integrations.ultralytics.trainer import FinetuneOptions  # noqa: PLC0415
+
+        if not callable(score):
+            raise ConfigError(f"score must be callable (model -> metrics), got {type(score).__name__}", score)
+        if not isinstance(options, FinetuneOptions):
+            raise ConfigError(f"RecoveryScorer needs FinetuneOptions, got {type(options).__name__}", options)
+        if options.resume:
+            raise ConfigError("a proxy fine-tuning starts fresh for every model; set resume=False", options)
+        self.score, self.data_yaml, self.options, self.teacher = score, data_yaml, options, teacher
+        self.calls = 0
+
+    def __call__(self, model: nn.Module) -> dict[str, float]:
+        from modprune.integrations.ultralytics.trainer import finetune  # noqa: PLC0415
+
+        tuned = finetune(model, self.data_yaml, self.options, teacher=self.teacher)
+        self.calls += 1
+        return {k: float(v) for k, v in self.score(tuned).items()}
