@@ -116,7 +116,8 @@ def test_one_training_run_with_feature_distillation(offline_ultralytics: Path, t
     with open(tmp_path / "finetune" / "results.csv") as f:
         rows = list(csv.DictReader(f))
     assert float(rows[-1]["train/fd_loss"]) > 0 and float(rows[-1]["train/kd_loss"]) > 0
-    assert all(torch.equal(v, teacher.state_dict()[k].cpu()) for k, v in teacher_state.items())
+    now = teacher.state_dict()
+    assert all(torch.equal(v, now[k].cpu()) for k, v in teacher_state.items())
     assert not out.model[-1]._forward_pre_hooks and not teacher.model[-1]._forward_pre_hooks
     assert probe_widths(out) == probe_widths(student)
     assert any(not torch.equal(a, b) for a, b in zip(out.state_dict().values(), student.state_dict().values()))

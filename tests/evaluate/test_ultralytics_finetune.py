@@ -150,7 +150,8 @@ def test_validate_in_memory_model(yolov8n: torch.nn.Module, tiny_data: Path) -> 
     assert all(isinstance(res[k], float) and 0.0 <= res[k] <= 1.0 for k in ("mAP50", "mAP50-95", "precision", "recall"))
     assert yolov8n.training  # mode restored
     assert len(list(yolov8n.modules())) == n_modules  # not fused in place
-    assert all(torch.equal(v, yolov8n.state_dict()[k]) for k, v in before.items())
+    now = yolov8n.state_dict()
+    assert all(torch.equal(v, now[k]) for k, v in before.items())
 
 
 def test_validate_errors(yolov8n: torch.nn.Module, tiny_data: Path, tmp_path: Path) -> None:
@@ -228,7 +229,8 @@ def test_finetune_returns_float32_eval_copy(finetuned: dict) -> None:
     assert not out.training
     assert all(p.dtype == torch.float32 for p in out.parameters())
     assert out is not model
-    assert all(torch.equal(v, model.state_dict()[k]) for k, v in original.items())  # caller's model untouched
+    now = model.state_dict()
+    assert all(torch.equal(v, now[k]) for k, v in original.items())  # caller's model untouched
     assert getattr(out, "criterion", None) is None
     run = finetuned["project"] / "finetune"
     assert (run / "weights" / "best.pt").is_file() and (run / "results.csv").is_file()
@@ -268,7 +270,8 @@ def test_finetune_with_distillation_and_explicit_masks(offline_ultralytics: Path
         rows = list(csv.DictReader(f))
     kd = [float(r["train/kd_loss"]) for r in rows]
     assert kd and all(v > 0 for v in kd)
-    assert all(torch.equal(v, teacher.state_dict()[k].cpu()) for k, v in teacher_state.items())  # not trained
+    now = teacher.state_dict()
+    assert all(torch.equal(v, now[k].cpu()) for k, v in teacher_state.items())  # not trained
 
 
 def test_keep_zeros_false_lets_weights_regrow(offline_ultralytics: Path, tiny_data: Path, tmp_path: Path) -> None:

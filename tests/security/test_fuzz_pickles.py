@@ -102,9 +102,12 @@ def guarded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Any, Pat
     for cls in originals:
         cls.__init__ = recorder(cls)  # type: ignore[method-assign]
     socket.socket.connect = lambda self, address: ran.append("socket.connect")  # type: ignore[method-assign]
+    gc.collect()  # finalizers of objects left by earlier tests run now, not inside a traced load
+    gc.freeze()  # what survives is set aside: each example's collection then scans only its own garbage
     try:
         yield pm, path, ran
     finally:
+        gc.unfreeze()
         for cls, init in originals.items():
             cls.__init__ = init  # type: ignore[method-assign]
         socket.socket.connect = real_connect  # type: ignore[method-assign]
@@ -127,7 +130,7 @@ def test_random_pickles_run_no_code(guarded: tuple[Any, Path, list[str]], ops: l
     torch_archive(path, b"\x80\x02" + b"".join(ops) + b".")
     _models.CALLS.clear()
     ran.clear()
-    gc.collect()  # finalizers of objects left by earlier tests would otherwise run (and be seen) in the load
+    gc.collect()  # finalizers of the earlier examples' objects would otherwise run (and be seen) in the load
     gc.disable()
     sys.setprofile(_profile(ran))
     try:

@@ -48,8 +48,9 @@ def test_load_keeps_weights_and_train_args_and_save_keeps_them(fork_best, tmp_pa
     assert not hasattr(ul_block, "TokenC3")  # the aliases are gone again
     assert any(isinstance(m, TokenC3) for m in model.modules())
     assert model.args == TRAIN_ARGS
+    loaded = model.state_dict()
     for key, value in original.state_dict().items():
-        torch.testing.assert_close(model.state_dict()[key], value.to(model.state_dict()[key].dtype), msg=key)
+        torch.testing.assert_close(loaded[key], value.to(loaded[key].dtype), msg=key)
     out = modprune.save(model, tmp_path / "again.pt")
     again = modprune.load(out)
     assert dict(again.args) == TRAIN_ARGS
