@@ -26,13 +26,16 @@ import shutil
 import tempfile
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any, Callable, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 import torch
 import yaml
 from torch import nn
 
 from modprune.exceptions import ConfigError
+
+if TYPE_CHECKING:
+    from modprune.integrations.ultralytics.trainer import FinetuneOptions
 
 __all__ = ["ProxyScorer", "RecoveryScorer"]
 
@@ -215,8 +218,8 @@ class RecoveryScorer:
     """
 
     def __init__(self, score: Callable[[nn.Module], Mapping[str, float]], data_yaml: str | os.PathLike[str],
-                 options: Any, *, teacher: nn.Module | None = None) -> None:
-        from modprune.integrations.ultralytics.trainer import FinetuneOptions  # noqa: PLC0415
+                 options: FinetuneOptions, *, teacher: nn.Module | None = None) -> None:
+        from modprune.integrations.ultralytics.trainer import FinetuneOptions  # noqa: PLC0415, F811
 
         if not callable(score):
             raise ConfigError(f"score must be callable (model -> metrics), got {type(score).__name__}", score)
