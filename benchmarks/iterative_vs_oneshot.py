@@ -13,7 +13,9 @@ Zhu & Gupta's gradual schedule (large cuts first); ``--arms iterative`` skips th
 same machine: the same one-shot figures as an earlier run). Both arms fine-tune with the recipe's
 ``finetune`` section; ``--nominal-batch N`` sets the images per optimizer step (ultralytics' ``nbs``, 64 by
 default: at batch 16 a 2-epoch step of 256 images makes 12 optimizer steps, at ``--nominal-batch 16`` 32).
-Writes ``OUT/iterative.json``.
+``--step-epochs 1,1,1,5`` splits the iterative arm's ``--epochs`` unevenly over its steps
+(``prune_iteratively(step_epochs=...)``: most of the budget after the last cut); they must add up to
+``--epochs``. Writes ``OUT/iterative.json``.
 """
 
 from __future__ import annotations
@@ -49,8 +51,14 @@ def main() -> None:
     p.add_argument("--nominal-batch", type=int, default=None,
                    help="images per optimizer step of every fine-tuning run (default: the recipe's, else "
                         "ultralytics' 64)")
+    p.add_argument("--step-epochs", default=None,
+                   help="the iterative arm's epochs per step, e.g. 1,1,1,5 (adding up to --epochs; default "
+                        "--epochs / --steps each)")
     a = p.parse_args()
-    if a.epochs % a.steps:
+    step_epochs = [int(e) for e in a.step_epochs.split(",")] if a.step_epochs else None
+    if step_epochs is not None and (len(step_epochs) != a.steps or sum(step_epochs) != a.epochs):
+        p.error("--step-epochs needs one count per step, adding up to --epochs (equal budgets)")
+    if step_epochs is None and a.epochs % a.steps:
         p.error("--epochs must be a multiple of --steps (equal budgets)")
     from modprune.integrations.ultralytics.offline import ensure_offline
 
@@ -80,10 +88,10 @@ def main() -> None:
 
     started = time.perf_counter()
     it = copy.deepcopy(base)
-    opts = FinetuneOptions(epochs=a.epochs // a.steps, imgsz=a.imgsz, batch=16, project_dir=out, name="iter",
+    opts = FinetuneOptions(epochs=a.epochs // a.steps or 1, imgsz=a.imgsz, batch=16, project_dir=out, name="iter",
                            seed=a.seed, overrides=overrides, **settings)
     result = prune_iteratively(it, config, a.data, opts, steps=a.steps, example_inputs=x, distill="output",
-                               schedule=a.schedule)
+                               schedule=a.schedule, step_epochs=step_epochs)
     results["iterative"] = {**validate(it, a.data, imgsz=a.imgsz), "seconds": time.perf_counter() - started,
                             "steps": [getattr(r, "__dict__", str(r)) for r in getattr(result, "steps", [])]}
     out.mkdir(parents=True, exist_ok=True)

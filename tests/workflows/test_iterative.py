@@ -138,3 +138,65 @@ def test_resume_skips_finished_steps(tmp_path, make_cnn) -> None:
     step1 = modprune.load(ckpt / "step-1.pt")
     assert torch.equal(step1.state_dict()["0.weight"], first.tuned[1]["0.weight"])
     assert json.loads((ckpt / "state.json").read_text())["checkpoint"] == "step-3.pt"
+
+
+def _recording_finetune(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, int]]:
+    """Stand in for the built-in (ultralytics) fine-tuning: record each run's name and epochs, return a copy."""
+    trainer = pytest.importorskip("modprune.integrations.ultralytics.trainer")
+    seen: list[tuple[str, int]] = []
+
+    def finetune(model, data, options, *, teacher=None, masks=None):
+        seen.append((options.name, options.epochs))
+        return copy.deepcopy(model)
+
+    monkeypatch.setattr(trainer, "finetune", finetune)
+    return seen
+
+
+def test_step_epochs_split_the_fine_tuning_budget(tmp_path, make_cnn, monkeypatch) -> None:
+    from modprune.integrations.ultralytics.trainer import FinetuneOptions
+
+    seen = _recording_finetune(monkeypatch)
+    options = FinetuneOptions(epochs=2, imgsz=32, project_dir=tmp_path, name="ft")
+    result = prune_iteratively(make_cnn(width=64), MACS_30, "data.yaml", options, steps=3, example_inputs=X,
+                               step_epochs=[1, 0, 5], checkpoint_dir=tmp_path / "run")
+    assert seen == [("ft-step1", 1), ("ft-step3", 5)]  # step 2 only prunes
+    assert [r.finetuned for r in result.steps] == [True, False, True]
+    assert abs(result.achieved - 0.30) <= 0.01
+    assert json.loads((tmp_path / "run" / "state.json").read_text())["step_epochs"] == [1, 0, 5]
+    with pytest.raises(modprune.ConfigError, match="epochs per step"):  # a resume must split the same way
+        prune_iteratively(make_cnn(width=64), MACS_30, "data.yaml", options, steps=3, example_inputs=X,
+                          checkpoint_dir=tmp_path / "run", resume=True)
+    prune_iteratively(make_cnn(width=64), MACS_30, "data.yaml", options, steps=2, example_inputs=X)
+    assert seen[2:] == [("ft-step1", 2), ("ft-step2", 2)]  # without step_epochs: options.epochs every step
+
+
+@pytest.mark.parametrize("bad", [[1, 2], [0, 0, 0], [1, -1, 2], [1, True, 2], "1,1,1", 3])
+def test_bad_step_epochs_are_refused_before_anything_runs(bad, tmp_path, make_cnn, monkeypatch) -> None:
+    from modprune.integrations.ultralytics.trainer import FinetuneOptions
+
+    seen = _recording_finetune(monkeypatch)
+    options = FinetuneOptions(epochs=2, imgsz=32, project_dir=tmp_path)
+    with pytest.raises(modprune.ConfigError, match="step_epochs"):
+        prune_iteratively(make_cnn(width=64), MACS_30, "data.yaml", options, steps=3, example_inputs=X,
+                          step_epochs=bad, checkpoint_dir=tmp_path / "run")
+    assert seen == [] and not (tmp_path / "run").exists()
+
+
+def test_step_epochs_need_the_built_in_fine_tuning(make_cnn) -> None:
+    with pytest.raises(modprune.ConfigError, match="built-in"):
+        prune_iteratively(make_cnn(width=64), MACS_30, steps=2, example_inputs=X, finetune_fn=_Tune(),
+                          step_epochs=[1, 1])
+    with pytest.raises(modprune.ConfigError, match="built-in"):
+        prune_iteratively(make_cnn(width=64), MACS_30, steps=2, example_inputs=X, step_epochs=[1, 1])
+
+
+def test_finetune_epochs_option_takes_one_count_or_one_per_step() -> None:
+    import argparse
+
+    from modprune.cli.commands.prune import epochs_per_step
+
+    assert epochs_per_step("3") == 3 and epochs_per_step("1,0, 5") == (1, 0, 5)
+    for bad in ("0", "0,0", "a,b", "-1,2", "1,,2"):
+        with pytest.raises(argparse.ArgumentTypeError):
+            epochs_per_step(bad)

@@ -13,6 +13,11 @@ Zhu & Gupta's gradual pruning: large cuts first).
 Because every step measures what the model holds now, an over- or undershoot of one step is corrected
 by the next, and the last step aims at the final target itself.
 
+The fine-tuning budget can be split unevenly: ``step_epochs=(1, 1, 1, 5)`` trains 1 epoch after each of
+the first three cuts and 5 after the last, the same 8 epochs as ``options.epochs=2`` per step but most of
+them on the final architecture (gradual pruning followed by a recovery phase, as in Zhu & Gupta). A step
+of 0 epochs prunes only.
+
 Fine-tuned weights are kept: after each step the fine-tuned weights are loaded *into the same module*
 (the architecture is unchanged by fine-tuning), so the ``model`` passed in ends pruned and fine-tuned,
 and :attr:`IterativeResult.model` is that very object. (``finetune`` itself still returns a copy; the
@@ -36,15 +41,15 @@ import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 from torch import nn
 
 from modprune.config import PruneConfig
 from modprune.exceptions import ConfigError, OutputPathError
 
-__all__ = ["SCHEDULES", "FinetuneFn", "IterativeResult", "StepRecord", "prune_iteratively", "schedule_fraction",
-           "step_target"]
+__all__ = ["SCHEDULES", "FinetuneFn", "IterativeResult", "StepRecord", "check_step_epochs", "prune_iteratively",
+           "schedule_fraction", "step_target"]
 
 LOG = logging.getLogger(__name__)
 STATE_FILE = "state.json"
@@ -148,6 +153,7 @@ def prune_iteratively(
     checkpoint_dir: str | os.PathLike[str] | None = None,
     resume: bool = False,
     schedule: str = "linear",
+    step_epochs: Sequence[int] | None = None,
     pm: Any = None,
 ) -> IterativeResult:
     """Prune ``model`` to ``config.target`` in ``steps`` steps, fine-tuning after each; see the module doc.
@@ -168,6 +174,7 @@ def prune_iteratively(
         resume: Continue an interrupted run from ``checkpoint_dir``.
         schedule: How the cumulative target grows: ``"linear"`` (``target * k / steps``, equal cuts) or
             ``"cubic"`` (Zhu & Gupta's gradual schedule, large cuts first; :func:`schedule_fraction`).
+        step_epochs: Built-in fine-tuning epochs per step (integers >= 0; 0: prune only), not ``options.epochs``.
         pm: Plugin manager (default: the global one).
 
     Returns:
@@ -179,22 +186,44 @@ def prune_iteratively(
     """
     from modprune import api  # noqa: PLC0415
 
-    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
-        raise ConfigError(f"steps={steps!r} must be an integer >= 1", obj=steps)
-    schedule_fraction(1, steps, schedule)  # an unknown schedule fails before anything is written
+    epochs = _check_args(steps, schedule, step_epochs, builtin=finetune_fn is None and options is not None)
     config = dataclasses.replace(api.resolve_config(config, pm), steps=1)
     kind = str(config.target_kind)
-    run = _Checkpoints(checkpoint_dir, config, steps, schedule) if checkpoint_dir is not None else None
+    run = _Checkpoints(checkpoint_dir, config, steps, schedule, epochs) if checkpoint_dir is not None else None
     model, original, records, teacher = _start(model, kind, example_inputs, run, resume, distill, pm)
-    tune = finetune_fn or _builtin_finetune(data, options, teacher, distill)
+    tune = finetune_fn or _builtin_finetune(data, options, teacher, distill, epochs)
     result = IterativeResult(model, config.target, kind, list(records), resumed_from=len(records))
     for k in range(len(records) + 1, steps + 1):
-        result.steps.append(_one_step(model, config, (k, steps, schedule), original, example_inputs, tune, pm))
+        step_tune = tune if epochs is None or epochs[k - 1] else None
+        result.steps.append(_one_step(model, config, (k, steps, schedule), original, example_inputs, step_tune, pm))
         if run is not None:
             run.save_step(model, original, result.steps, pm)
-    LOG.info("iterative pruning: %d steps, %s reduction %.4f (target %.4f)", steps, kind, result.achieved,
-             config.target)
+    LOG.info("iterative pruning: %d steps, %s reduction %.4f (target %.4f)", steps, kind, result.achieved, config.target)
     return result
+
+
+def _check_args(steps: Any, schedule: str, step_epochs: Sequence[int] | None, *, builtin: bool) -> list[int] | None:
+    """Raise before anything is written for a bad step count, schedule or ``step_epochs``."""
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+        raise ConfigError(f"steps={steps!r} must be an integer >= 1", obj=steps)
+    schedule_fraction(1, steps, schedule)
+    return check_step_epochs(step_epochs, steps, builtin=builtin)
+
+
+def check_step_epochs(step_epochs: Sequence[int] | None, steps: int, *, builtin: bool = True) -> list[int] | None:
+    """``step_epochs`` as a list (None stays None); raise unless it holds one integer >= 0 per step, at
+    least one of them positive, and the built-in fine-tuning (``data`` and ``options``) runs."""
+    if step_epochs is None:
+        return None
+    values = list(step_epochs) if isinstance(step_epochs, (list, tuple)) else None
+    if values is None or len(values) != steps or any(isinstance(e, bool) or not isinstance(e, int) or e < 0
+                                                     for e in values) or not any(values):
+        raise ConfigError(f"step_epochs={step_epochs!r} must hold {steps} integers >= 0 (one per step), not all 0",
+                          obj=step_epochs)
+    if not builtin:
+        raise ConfigError("step_epochs sets the built-in fine-tuning's epochs: give data and options, not a "
+                          "finetune_fn (which decides its own)", obj=step_epochs)
+    return values
 
 
 def _start(model: nn.Module, kind: str, example_inputs: Any, run: _Checkpoints | None, resume: bool,
@@ -244,7 +273,8 @@ def keep_weights(model: nn.Module, tuned: nn.Module) -> None:
     model.float().eval()
 
 
-def _builtin_finetune(data: Any, options: Any, teacher: nn.Module | None, distill: bool | str) -> FinetuneFn | None:
+def _builtin_finetune(data: Any, options: Any, teacher: nn.Module | None, distill: bool | str,
+                      step_epochs: list[int] | None = None) -> FinetuneFn | None:
     """The ultralytics fine-tune step (None when neither data nor options are given: prune only)."""
     if data is None and options is None:
         if distill:
@@ -259,7 +289,8 @@ def _builtin_finetune(data: Any, options: Any, teacher: nn.Module | None, distil
         options = dataclasses.replace(options, distill=distill)
 
     def tune(model: nn.Module, k: int) -> nn.Module:
-        step_options = dataclasses.replace(options, name=f"{options.name}-step{k}")
+        epochs = options.epochs if step_epochs is None else step_epochs[k - 1]
+        step_options = dataclasses.replace(options, name=f"{options.name}-step{k}", epochs=epochs)
         return finetune(model, data, step_options, teacher=teacher)
 
     return tune
@@ -268,11 +299,13 @@ def _builtin_finetune(data: Any, options: Any, teacher: nn.Module | None, distil
 class _Checkpoints:
     """``checkpoint_dir`` layout: ``teacher.pt`` (the original), ``step-K.pt``, ``state.json``."""
 
-    def __init__(self, folder: str | os.PathLike[str], config: PruneConfig, steps: int, schedule: str) -> None:
+    def __init__(self, folder: str | os.PathLike[str], config: PruneConfig, steps: int, schedule: str,
+                 step_epochs: list[int] | None = None) -> None:
         self.dir = Path(folder).expanduser()
         self.config = config
         self.steps = steps
         self.schedule = schedule
+        self.step_epochs = step_epochs
 
     def start(self, model: nn.Module, resume: bool, pm: Any) -> tuple[nn.Module, float, list[StepRecord]] | None:
         """Prepare a fresh run (None), or load the state of one to resume."""
@@ -297,10 +330,12 @@ class _Checkpoints:
     def _check(self, state: dict[str, Any]) -> None:
         if state.get("format") != STATE_FORMAT or state.get("steps") != self.steps \
                 or state.get("schedule", "linear") != self.schedule \
+                or state.get("step_epochs") != self.step_epochs \
                 or state.get("config") != json.loads(json.dumps(self.config.to_dict())):
-            raise ConfigError(f"the run in {str(self.dir)!r} used another config, step count or schedule "
-                              f"(steps {state.get('steps')}, schedule {state.get('schedule', 'linear')}); resume "
-                              "with the same recipe, --steps and --schedule", obj=state)
+            raise ConfigError(f"the run in {str(self.dir)!r} used another config, step count, schedule or epochs "
+                              f"per step (steps {state.get('steps')}, schedule {state.get('schedule', 'linear')}, "
+                              f"step_epochs {state.get('step_epochs')}); resume with the same recipe, --steps, "
+                              "--schedule and --finetune-epochs", obj=state)
 
     def _missing(self, name: str) -> None:
         raise ConfigError(f"{str(self.dir / name)!r} is missing; the checkpoint folder is incomplete", obj=name)
@@ -318,6 +353,7 @@ class _Checkpoints:
         name = f"step-{len(records)}.pt"
         save(model, self.dir / name, metadata={"iterative_step": len(records)}, pm=pm)
         state = {"format": STATE_FORMAT, "steps": self.steps, "schedule": self.schedule,
+                 "step_epochs": self.step_epochs,
                  "config": self.config.to_dict(), "original": original,
                  "checkpoint": name, "records": [r.to_dict() for r in records]}
         with atomic_path(self.dir / STATE_FILE) as tmp:

@@ -56,7 +56,9 @@ def _add_iterative_args(p: argparse.ArgumentParser) -> None:
                    help="how the cumulative target grows over --steps: linear (equal cuts, default) or cubic "
                         "(Zhu & Gupta's gradual schedule, large cuts first)")
     g.add_argument("--data", help="dataset yaml: fine-tune after every step (needs --finetune-epochs)")
-    g.add_argument("--finetune-epochs", type=positive_int, help="fine-tuning epochs after each step")
+    g.add_argument("--finetune-epochs", type=epochs_per_step, metavar="N|E1,E2,...",
+                   help="fine-tuning epochs after each step, or one count per step (e.g. 1,1,1,5 with --steps 4: "
+                        "most of the budget after the last cut; 0 prunes only)")
     g.add_argument("--finetune-batch", type=positive_int, default=16, help="fine-tuning batch size (default 16)")
     g.add_argument("--distill", action="store_true", help="distil from the original (unpruned) model")
     g.add_argument("--distill-mode", choices=("output", "feature", "both"), default="output",
@@ -139,11 +141,30 @@ def _calibrate(args: argparse.Namespace, model: object) -> None:
     calibrate_batchnorm(model, image_batches(args.calibrate, args.imgsz, CALIBRATE_BATCH), batches=CALIBRATE_BATCHES)
 
 
+def epochs_per_step(text: str) -> int | tuple[int, ...]:
+    """``--finetune-epochs``: ``"3"`` -> 3 (every step), ``"1,1,1,5"`` -> (1, 1, 1, 5) (one per step)."""
+    parts = [part.strip() for part in str(text).split(",")]
+    if len(parts) == 1:
+        return positive_int(parts[0])
+    try:
+        values = tuple(int(part) for part in parts)
+    except ValueError:
+        values = ()
+    if not values or any(v < 0 for v in values) or not any(values):
+        raise argparse.ArgumentTypeError(f"{text!r} must be a positive integer or integers >= 0 separated by "
+                                         "commas (one per step, not all 0)")
+    return values
+
+
 def _portable(config: PruneConfig) -> PruneConfig:
     """``--portable``: the structured pruner's ``portable`` option (other methods keep every class anyway)."""
     if config.method != "structured":
         return config
     return dataclasses.replace(config, pruner_options={**config.pruner_options, "portable": True})
+
+
+def _per_step(args: argparse.Namespace) -> bool:
+    return isinstance(args.finetune_epochs, tuple)
 
 
 def _iterative(args: argparse.Namespace) -> bool:
@@ -181,12 +202,14 @@ def _run_iterative(args: argparse.Namespace, model: object, config: object, out:
             settings = {**recipe_finetune, **optimizer_options(args.finetune_optimizer, args.finetune_lr0)}
             if args.finetune_nominal_batch is not None:
                 settings["nominal_batch"] = args.finetune_nominal_batch
-            options = FinetuneOptions(epochs=args.finetune_epochs, imgsz=args.imgsz, batch=args.finetune_batch,
+            epochs = max(args.finetune_epochs) if _per_step(args) else args.finetune_epochs  # per step: see below
+            options = FinetuneOptions(epochs=epochs, imgsz=args.imgsz, batch=args.finetune_batch,
                                       project_dir=Path(args.checkpoint_dir or tmp).resolve() / "runs",
                                       seed=args.seed, distill=args.distill_mode, **settings)
         result = prune_iteratively(model, config, args.data, options, steps=args.steps,
                                    example_inputs=example_input(args.imgsz), distill=args.distill,
-                                   checkpoint_dir=args.checkpoint_dir, resume=args.resume, schedule=args.schedule)
+                                   checkpoint_dir=args.checkpoint_dir, resume=args.resume, schedule=args.schedule,
+                                   step_epochs=list(args.finetune_epochs) if _per_step(args) else None)
     meta = {"recipe": str(args.recipe), "config": config.to_dict(), "iterative": result.to_dict()}
     save(result.model, out, metadata=meta)
     if args.report_json:
