@@ -18,6 +18,8 @@ ultralytics' validator on the whole validation split at ``--imgsz``. A rerun int
 each seed's trained base (``OUT/seed-N/base.pt``); ``--bases-only`` stops there (the bases other benchmarks
 start from). ``--nominal-batch N`` sets the images per optimizer step of both arms' fine-tuning,
 ``--thin-nominal-batch N`` that of the thin model's training (both: ultralytics' 64 by default).
+``--base-nominal-batch N`` does the same for the base's training (all three at 16: every model takes one
+optimizer step per batch); ``--no-search`` runs the hand-picked arm (and the thin model) only.
 ``--recovery-epochs N`` adds a third arm: a second search whose proxy fine-tunes every trial N epochs first
 (:class:`~modprune.integrations.ultralytics.proxy.RecoveryScorer`: output distillation from the base, the
 arms' nominal batch), then the same fine-tuning as the other arms. Writes
@@ -66,6 +68,10 @@ def _args() -> argparse.Namespace:
                    help="images per optimizer step of both arms' fine-tuning (default: ultralytics' 64)")
     p.add_argument("--thin-nominal-batch", type=int, default=None,
                    help="images per optimizer step of the thin model's training (default: ultralytics' 64)")
+    p.add_argument("--base-nominal-batch", type=int, default=None,
+                   help="images per optimizer step of the base's training (default: ultralytics' 64; a base "
+                        "already in OUT is reused as it is)")
+    p.add_argument("--no-search", action="store_true", help="skip the search: the hand-picked arm only")
     p.add_argument("--recovery-epochs", type=int, default=0,
                    help="also search with a proxy that fine-tunes each trial this many epochs (arm "
                         "'searched-recovery'; default 0: not run)")
@@ -127,14 +133,14 @@ def _one_seed(a, seed: int) -> dict:
         base = modprune.load(saved)
     else:
         base = _train(build_thin(cfg, width_of(cfg), out / file_name(cfg, "base"), nc=1, seed=seed), data, a, out,
-                      "base", a.base_epochs, seed)
+                      "base", a.base_epochs, seed, nominal_batch=a.base_nominal_batch)
         modprune.save(base, saved)
     seconds["base"], metrics["base"] = time.perf_counter() - t, validate(base, data, imgsz=a.imgsz)
     if a.bases_only:
         base_metrics = {m: metrics["base"][m] for m in ("mAP50", "mAP50-95")}
         return {**record, "seconds": seconds, "results": {"base": base_metrics}}
     arms = [(a.recipe, modprune.load_recipe(a.recipe))]
-    for arm in ("searched", "searched-recovery")[: 2 if a.recovery_epochs else 1]:
+    for arm in [] if a.no_search else ("searched", "searched-recovery")[: 2 if a.recovery_epochs else 1]:
         t = time.perf_counter()
         found = _search(base, data, a, out, seed, arm)
         key = "search" if arm == "searched" else f"{arm} search"
