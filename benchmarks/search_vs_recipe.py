@@ -104,7 +104,8 @@ def _search(base, data, a, out, seed, arm="searched"):
         result = search(base, score, x, budget=a.budget, objective=a.objective, trials=a.trials,
                         storage=f"sqlite:///{out / 'search.optuna.db'}", study_name=f"seed-{seed}-{arm}",
                         config=modprune.load_recipe(a.recipe), seed=seed, progress=print)
-    recipe = result.recipe(f"{arm}-seed-{seed}")
+    proxy = "without fine-tuning" if arm == "searched" else f"after {a.recovery_epochs} fine-tuning epoch(s)"
+    recipe = result.recipe(f"{arm}-seed-{seed}", proxy=proxy)
     (out / f"{arm}.yaml").write_text(recipe.to_yaml())
     return result
 
