@@ -83,18 +83,18 @@ def _check_proxy_args(args: argparse.Namespace) -> None:
         raise ConfigError(f"{' and '.join(given)} need --proxy-epochs N (N >= 1)", given)
 
 
-def _proxy_description(args: argparse.Namespace) -> str:
+def _proxy_description(args: argparse.Namespace, settings: dict[str, Any]) -> str:
     """How the trials are scored, kept with the study (a resumed study must score the same way)."""
     what = (f"{args.objective} on {args.subset} validation images at {args.imgsz} px, "
             f"BatchNorm recalibration {args.calibrate_batches} batches")
     if not args.proxy_epochs:
         return what
-    settings = ", ".join(f"{k}={v}" for k, v in sorted(_finetune_settings(args).items()))
+    text = ", ".join(f"{k}={v}" for k, v in sorted(settings.items()))
     return (f"{what}, after {args.proxy_epochs} fine-tuning epoch(s)"
-            f"{' distilled' if args.proxy_distill else ''}{' (' + settings + ')' if settings else ''}")
+            f"{' distilled' if args.proxy_distill else ''}{' (' + text + ')' if text else ''}")
 
 
-def _scorer(args: argparse.Namespace, model: Any, run_dir: Path, stack: ExitStack) -> Any:
+def _scorer(args: argparse.Namespace, model: Any, settings: dict[str, Any], run_dir: Path, stack: ExitStack) -> Any:
     """The proxy: a :class:`ProxyScorer`, fine-tuning each model first with ``--proxy-epochs``."""
     from modprune.integrations.ultralytics.proxy import ProxyScorer, RecoveryScorer
 
@@ -105,7 +105,7 @@ def _scorer(args: argparse.Namespace, model: Any, run_dir: Path, stack: ExitStac
     from modprune.integrations.ultralytics.trainer import FinetuneOptions
 
     options = FinetuneOptions(epochs=args.proxy_epochs, imgsz=args.imgsz, batch=args.batch, project_dir=run_dir,
-                              name="proxy-finetune", **_finetune_settings(args))
+                              name="proxy-finetune", **settings)
     return RecoveryScorer(score, args.data, options, teacher=model if args.proxy_distill else None)
 
 
@@ -123,15 +123,16 @@ def run(args: argparse.Namespace) -> int:
     storage = args.storage or default_storage(out)
     set_threads(args)
     model = load_model(args)
+    settings = _finetune_settings(args)  # the recipe's finetune section, read once
     with ExitStack() as stack:
         run_dir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="modprune-search-")))
-        score = _scorer(args, model, run_dir, stack)
+        score = _scorer(args, model, settings, run_dir, stack)
         result = search(model, score, example_input(args.prune_imgsz or args.imgsz), budget=budget, objective=args.objective,
                         trials=args.trials, storage=storage, study_name=args.study, config=config,
-                        categories=args.category or None, seed=args.seed, proxy=_proxy_description(args),
+                        categories=args.category or None, seed=args.seed, proxy=_proxy_description(args, settings),
                         progress=lambda m: print(m, file=sys.stderr))
     proxy = f"after {args.proxy_epochs} fine-tuning epoch(s)" if args.proxy_epochs else "without fine-tuning"
-    recipe = result.recipe(out.stem, finetune=_finetune_settings(args), proxy=proxy)
+    recipe = result.recipe(out.stem, finetune=settings, proxy=proxy)
     resolve_config(recipe.config)  # what `modprune prune --recipe` will check
     from modprune.serialization import atomic_path
 
