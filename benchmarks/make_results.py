@@ -47,6 +47,7 @@ def demo_section(demo: dict[str, Any]) -> list[str]:
         f"validation images at {s['imgsz']} px, single class, small objects on textured backgrounds. It stands in "
         "for the user's drone imagery; absolute mAP values say nothing about that data.",
         f"Training: TokenC3-LSNet-n from scratch, {s['train_epochs']} epochs at {s['imgsz']} px, batch {s['batch']}, "
+        f"{s.get('nominal_batch') or 64} images per optimizer step (nominal batch), "
         f"seed {s['seed']} (ultralytics trainer, CPU). Structured fine-tune: {s['finetune_epochs']} epochs with "
         "output-level distillation from the unpruned model. Accuracy: ultralytics validator at "
         f"{s['imgsz']} px on the validation split.",

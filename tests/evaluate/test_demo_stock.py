@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 
 import modprune
 from modprune.detectors import Categories
@@ -30,7 +31,7 @@ def test_a_tiny_stock_demo_run(offline_ultralytics: Path, tmp_path: Path) -> Non
     from modprune.workflows.demo import DemoSettings, run_demo
 
     settings = DemoSettings(n_train=4, n_val=4, imgsz=64, train_epochs=1, finetune_epochs=1, batch=4,
-                            latency_imgsz=64, latency_rounds=3, threads=1, thin_baseline=True)
+                            latency_imgsz=64, latency_rounds=3, threads=1, thin_baseline=True, nominal_batch=4)
     lines: list[str] = []
     result = run_demo(tmp_path, settings, demo="yolov8n", say=lines.append)
     assert [r["name"] for r in result["rows"]] == ["base", "unstructured", "structured-finetuned", "thin-scratch"]
@@ -42,6 +43,11 @@ def test_a_tiny_stock_demo_run(offline_ultralytics: Path, tmp_path: Path) -> Non
     for name in ("base.pt", "unstructured.pt", "structured-finetuned.pt", "thin-scratch.pt", "demo.json",
                  "report/report.md"):
         assert (tmp_path / name).is_file(), name
+    # the three trainings step alike: ultralytics' own record of each run has the demo's nominal batch
+    for run in ("runs/base", "runs/structured-ft", "thin/runs/thin"):
+        assert yaml.safe_load((tmp_path / run / "args.yaml").read_text())["nbs"] == 4, run
+    assert result["settings"]["nominal_batch"] == result["accuracy"]["nominal_batch"] == 4
+    assert any("4 images per optimizer step" in line for line in lines)
     thin = result["thin_baseline"]
     # the closest step of the width multiple: at 64 px yolov8n's MACs jump from -4.5% to +17% around this target
     assert thin["epochs"] == 2 and abs(thin["relative_error"]) <= 0.1 and thin["width"] < thin["base_width"]

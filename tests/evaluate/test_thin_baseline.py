@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 
 import modprune
 from modprune.exceptions import ConfigError
@@ -84,7 +85,7 @@ def test_compare_adds_the_thin_row_trained_on_the_data(tmp_path, tiny_data, yolo
     modprune.prune(yolov8n, cfg, example_inputs=torch.zeros(1, 3, IMGSZ, IMGSZ))
     modprune.save(yolov8n, tmp_path / "pruned.pt")
     result = _cli("compare", "base.pt", "pruned.pt", "--data", str(tiny_data), "--imgsz", str(IMGSZ), "--rounds", "3",
-                  "--no-onnx", "--thin-baseline", "1", "--thin-batch", "4", "--thin-out", "thin", "--json", "out.json",
+                  "--no-onnx", "--thin-baseline", "1", "--thin-batch", "4", "--thin-nominal-batch", "4", "--thin-out", "thin", "--json", "out.json",
                   cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     rows = json.loads((tmp_path / "out.json").read_text())["rows"]
@@ -92,6 +93,7 @@ def test_compare_adds_the_thin_row_trained_on_the_data(tmp_path, tiny_data, yolo
     assert abs(rows[2]["macs"] / rows[1]["macs"] - 1) <= 0.02 and rows[2]["macs"] < rows[0]["macs"]
     assert "mAP50" in rows[2] and (tmp_path / "thin" / "thin.pt").is_file()
     assert (tmp_path / "thin" / "runs" / "thin" / "results.csv").is_file()  # it was trained
+    assert yaml.safe_load((tmp_path / "thin" / "runs" / "thin" / "args.yaml").read_text())["nbs"] == 4
 
 
 def test_widths_that_do_not_build_are_stepped_over(monkeypatch, tmp_path):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import logging
 from pathlib import Path
@@ -86,6 +87,39 @@ def test_demo_spec_is_validated(kwargs: dict, match: str) -> None:
         spec(**kwargs)
 
 
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"imgsz": 0}, "imgsz=0 must be an integer >= 1"),
+        ({"batch": 2.0}, "batch=2.0"),
+        ({"train_epochs": True}, "train_epochs=True"),
+        ({"seed": -1}, "seed=-1 must be an integer >= 0"),
+        ({"nominal_batch": 0}, r"nominal_batch=0 must be an integer >= 1 \(or None"),
+        ({"thin_baseline": "yes"}, "thin_baseline='yes'"),
+    ],
+)
+def test_demo_settings_are_validated(kwargs: dict, match: str) -> None:
+    with pytest.raises(ConfigError, match=match):
+        DemoSettings(**kwargs)
+
+
+def test_demo_settings_step_every_batch_by_default() -> None:
+    assert FULL.nominal_batch == FULL.batch and QUICK.nominal_batch == QUICK.batch
+    assert DemoSettings(nominal_batch=None, seed=0).nominal_batch is None  # ultralytics' own 64
+
+
+def test_cli_demo_passes_the_nominal_batch(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    import modprune.workflows.demo as demo_module
+
+    seen: list[DemoSettings] = []
+    monkeypatch.setattr(modprune.plugins, "_default", [manager(demo_plugin(spec("alpha")))])
+    monkeypatch.setattr(demo_module, "run_demo", lambda out, settings, **kw: seen.append(settings))
+    assert cli_main.main(["demo", "--out", str(tmp_path / "o"), "--nominal-batch", "64"]) == 0
+    assert cli_main.main(["demo", "--out", str(tmp_path / "o"), "--quick"]) == 0
+    assert [s.nominal_batch for s in seen] == [64, QUICK.nominal_batch]
+    assert cli_main.main(["demo", "--out", str(tmp_path / "o"), "--nominal-batch", "0"]) == 2
+
+
 def test_a_factory_model_is_named_and_its_failure_names_the_demo(tmp_path: Path) -> None:
     def broken_factory() -> nn.Module:
         raise ModpruneError("missing weights")
@@ -116,3 +150,37 @@ def test_cli_lists_and_selects_demos(monkeypatch: pytest.MonkeyPatch, capsys: py
     ]
     assert cli_main.main(["demo", "--demo", "gamma"]) == 2
     assert capsys.readouterr().err == "modprune: error: unknown demo 'gamma'; valid demos: alpha, yolov8n\n"
+
+
+def test_every_demo_training_gets_the_nominal_batch(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Base, structured fine-tuning and thin model step alike; a recipe's own ``finetune`` setting wins."""
+    import modprune.integrations.ultralytics.trainer as trainer
+    import modprune.workflows.demo as demo_module
+    import modprune.workflows.thin_baseline as thin_module
+
+    seen: dict[str, object] = {}
+
+    def fake_finetune(model: nn.Module, data: object, options: trainer.FinetuneOptions, teacher: object = None):
+        seen[options.name] = options.nominal_batch
+        return model
+
+    def fake_thin(*args: object, finetune_overrides: dict, **kwargs: object):
+        seen["thin"] = finetune_overrides["nominal_batch"]
+        return nn.Identity(), type("Match", (), {"to_dict": dict})()
+
+    monkeypatch.setattr(trainer, "finetune", fake_finetune)
+    monkeypatch.setattr(thin_module, "thin_baseline", fake_thin)
+    monkeypatch.setattr(demo_module, "save", lambda *a, **kw: None)
+    monkeypatch.setattr(demo_module._Run, "validate", lambda self, label, model: None)
+    plain = modprune.api.find_recipe("structured-30")
+    assert not plain.finetune
+    recipes = {"plain": plain, "own": dataclasses.replace(plain, finetune={"nominal_batch": 32})}
+    monkeypatch.setattr(demo_module.api, "find_recipe", recipes.__getitem__)
+    monkeypatch.setattr(demo_module.api, "prune", lambda model, config, **kw: type("R", (), {"digest": str})())
+    for recipe, expected in (("plain", 8), ("own", 32)):
+        demo = DemoSpec(name="x", model=lambda: nn.Linear(1, 1), unstructured_recipe="u", structured_recipe=recipe)
+        run = demo_module._Run(spec=demo, s=DemoSettings(nominal_batch=8), out=tmp_path, say=lambda m: None)
+        demo_module._train_base(run)
+        demo_module._prune_structured(run)
+        demo_module._train_thin(run)
+        assert seen == {"base": 8, "structured-ft": expected, "thin": 8}, recipe

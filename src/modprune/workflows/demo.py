@@ -45,6 +45,14 @@ class DemoSettings:
     yaml made natively thin to the structured model's MACs, trained from scratch for ``train_epochs +
     finetune_epochs`` (row ``thin-scratch``). Off by default: it costs about as much as the base training
     again.
+
+    ``nominal_batch`` is the images per optimizer step of every training the demo runs: the base, the
+    structured model's fine-tuning (unless its recipe's ``finetune`` section sets its own) and the thin
+    model, so that the three train alike. The default is one step per batch; None keeps ultralytics' 64,
+    which at ``batch=16`` accumulates four batches a step: 20 epochs of 256 images are then 80 steps, and
+    the base ends far from trained (docs/results.md, "One optimizer step per batch").
+
+    :raises ConfigError: a size is not a positive integer, or the seed a negative one.
     """
 
     n_train: int = 256
@@ -58,11 +66,24 @@ class DemoSettings:
     threads: int = 2
     seed: int = 0
     thin_baseline: bool = False
+    nominal_batch: int | None = 16
+
+    def __post_init__(self) -> None:
+        sizes = ("n_train", "n_val", "imgsz", "train_epochs", "finetune_epochs", "batch", "latency_imgsz",
+                 "latency_rounds", "threads")
+        for name in sizes + ("seed",) + (("nominal_batch",) if self.nominal_batch is not None else ()):
+            value, least = getattr(self, name), 0 if name == "seed" else 1
+            if isinstance(value, bool) or not isinstance(value, int) or value < least:
+                raise ConfigError(f"DemoSettings.{name}={value!r} must be an integer >= {least}"
+                                  + (" (or None: ultralytics' 64)" if name == "nominal_batch" else ""), value)
+        if not isinstance(self.thin_baseline, bool):
+            raise ConfigError(f"DemoSettings.thin_baseline={self.thin_baseline!r} must be True or False",
+                              self.thin_baseline)
 
 
 FULL = DemoSettings()
 QUICK = DemoSettings(n_train=32, n_val=16, imgsz=96, train_epochs=2, finetune_epochs=1, batch=8,
-                     latency_imgsz=320, latency_rounds=5)
+                     latency_imgsz=320, latency_rounds=5, nominal_batch=8)
 
 Say = Callable[[str], None]
 ModelSource = Union[str, Callable[[], nn.Module]]
@@ -242,13 +263,14 @@ def _make_data(run: _Run) -> None:
 
 def _train_base(run: _Run) -> None:
     s, out = run.s, run.out
-    run.step(2, f"training {run.spec.model_name} from scratch: {s.train_epochs} epochs at {s.imgsz}px (CPU)")
+    run.step(2, f"training {run.spec.model_name} from scratch: {s.train_epochs} epochs at {s.imgsz}px, "
+                f"{_per_step(s)} (CPU)")
     base = _build(run.spec)
     from modprune.integrations.ultralytics.trainer import FinetuneOptions, finetune  # imports ultralytics: after the build
 
     base = finetune(base, run.data, FinetuneOptions(epochs=s.train_epochs, imgsz=s.imgsz, batch=s.batch,
                                                     project_dir=out / "runs", name="base", seed=s.seed,
-                                                    keep_zeros=False))
+                                                    keep_zeros=False, nominal_batch=s.nominal_batch))
     save(base, out / "base.pt", metadata={"demo": _settings_record(run), "stage": "base"})
     run.models["base"] = base
     run.validate("base", base)
@@ -278,7 +300,8 @@ def _prune_structured(run: _Run) -> None:
 
     run.step(5, f"fine-tuning the structured model {s.finetune_epochs} epochs with distillation from the base")
     options = FinetuneOptions(epochs=s.finetune_epochs, imgsz=s.imgsz, batch=s.batch, project_dir=out / "runs",
-                              name="structured-ft", seed=s.seed, **recipe.finetune)
+                              name="structured-ft", seed=s.seed,
+                              **{"nominal_batch": s.nominal_batch, **recipe.finetune})
     structured = finetune(structured, run.data, options, teacher=base)
     save(structured, out / "structured-finetuned.pt", metadata={"recipe": spec.structured_recipe,
                                                                 "report_digest": report.digest()})
@@ -294,7 +317,8 @@ def _train_thin(run: _Run) -> None:
     run.step(6, f"the honest baseline: {run.spec.model_name} made natively thin to the structured model's MACs, "
                 f"trained from scratch {epochs} epochs")
     thin, match = thin_baseline(_build(run.spec), run.models["structured-finetuned"], run.data, out / "thin",
-                                epochs=epochs, imgsz=s.imgsz, batch=s.batch, seed=s.seed)
+                                epochs=epochs, imgsz=s.imgsz, batch=s.batch, seed=s.seed,
+                                finetune_overrides={"nominal_batch": s.nominal_batch})
     save(thin, out / f"{THIN_ROW}.pt", metadata={"thin_baseline": match.to_dict(), "epochs": epochs})
     run.models[THIN_ROW], run.reports[THIN_ROW] = thin, match
     run.validate(THIN_ROW, thin)
@@ -314,6 +338,7 @@ def _compare(run: _Run) -> dict[str, Any]:
     result["accuracy"] = {
         "data": "synthetic (modprune data synth), not the user's imagery",
         "imgsz": s.imgsz, "train_epochs": s.train_epochs, "finetune_epochs": s.finetune_epochs, "seed": s.seed,
+        "nominal_batch": s.nominal_batch,
         "all": {k: {m: v[m] for m in ("mAP50", "mAP50-95")} for k, v in metrics.items()},
     }
     result["settings"] = _settings_record(run)
@@ -341,7 +366,8 @@ def _write_outputs(run: _Run, result: dict[str, Any], started: float) -> None:
     say("")
     say(comparison_table(result, markdown=False))
     say("")
-    say(f"accuracy: synthetic data, {s.imgsz}px, base trained {s.train_epochs} epochs from scratch, "
+    say(f"accuracy: synthetic data, {s.imgsz}px, base trained {s.train_epochs} epochs from scratch "
+        f"({_per_step(s)}), "
         f"fine-tune {s.finetune_epochs} epochs, seed {s.seed}; before fine-tuning the structured model scored "
         f"mAP50 {run.metrics['structured (no fine-tune)']['mAP50']:.4f}")
     say(f"MACs removed: {spec.unstructured_label} {100 * (unstructured.macs_reduction or 0):.1f}%, structured "
@@ -352,6 +378,11 @@ def _write_outputs(run: _Run, result: dict[str, Any], started: float) -> None:
             f"MACs vs the structured model, {s.train_epochs + s.finetune_epochs} epochs from scratch: mAP50 "
             f"{m['mAP50']:.4f}")
     say(f"report: {report}  checkpoints: {run.out}/*.pt  total {result['seconds'] / 60:.1f} min")
+
+
+def _per_step(s: DemoSettings) -> str:
+    """How many images each optimizer step of the demo's trainings sees, in words."""
+    return f"{s.nominal_batch if s.nominal_batch is not None else 64} images per optimizer step"
 
 
 def _settings_record(run: _Run) -> dict[str, Any]:

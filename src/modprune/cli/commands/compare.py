@@ -31,6 +31,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--thin-match", metavar="MODEL", help="the model whose MACs the thin one matches (default: the "
                    "second MODEL)")
     p.add_argument("--thin-batch", type=int, default=16, help="thin model's training batch size (default 16)")
+    p.add_argument("--thin-nominal-batch", type=int, metavar="N", help="images per optimizer step of the thin "
+                   "model's training (default: ultralytics' 64); set it as the base and its fine-tuning were trained, "
+                   "or the comparison is not fair")
     p.add_argument("--thin-out", default="thin-baseline", help="where the thin yaml, training run and thin.pt go "
                    "(default thin-baseline)")
     p.set_defaults(func=run)
@@ -103,7 +106,8 @@ def _add_thin(args: argparse.Namespace, models: dict, paths: dict, inputs: list)
     imgsz = args.val_imgsz or args.imgsz
     log.info("[thin] matching %s's MACs at %dpx, training %d epochs from scratch", match, imgsz, args.thin_baseline)
     thin, found = thin_baseline(args.thin_yaml or models[names[0]], models[match], args.data, out,
-                                epochs=args.thin_baseline, imgsz=imgsz, batch=args.thin_batch)
+                                epochs=args.thin_baseline, imgsz=imgsz, batch=args.thin_batch,
+                                finetune_overrides={"nominal_batch": args.thin_nominal_batch})
     name = f"thin w={found.width:.4f} ({args.thin_baseline} ep scratch)"
     save(thin, Path(out) / "thin.pt", metadata={"thin_baseline": found.to_dict(), "epochs": args.thin_baseline})
     log.info("[thin] width %.4f: %d MACs vs %d (%+.2f%%); saved %s", found.width, found.macs, found.target_macs,

@@ -1,5 +1,5 @@
 """``modprune demo [--demo NAME] [--list] [--quick] [--out DIR] [--epochs N] [--seeds 0,1,2]
-[--thin-baseline]``: the end-to-end demo
+[--thin-baseline] [--nominal-batch N]``: the end-to-end demo
 (see modprune.workflows.demo). Plugins offer demos through ``modprune_register_demos``."""
 
 from __future__ import annotations
@@ -21,6 +21,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--thin-baseline", action="store_true", help="add the natively thin model at the structured "
                    "model's MACs, trained from scratch for base + fine-tune epochs (about the base training's cost "
                    "again)")
+    p.add_argument("--nominal-batch", type=int, metavar="N", help="images per optimizer step of the base, the "
+                   "fine-tuning and the thin model (default: the demo's, one step per batch; 64 is ultralytics' "
+                   "default, four batches of 16 a step)")
     p.set_defaults(func=run)
 
 
@@ -42,6 +45,8 @@ def run(args: argparse.Namespace) -> int:
         settings = dataclasses.replace(settings, train_epochs=args.epochs)
     if args.thin_baseline:
         settings = dataclasses.replace(settings, thin_baseline=True)
+    if args.nominal_batch is not None:
+        settings = dataclasses.replace(settings, nominal_batch=args.nominal_batch)
     out = check_output(args.out, directory=True)
     created = not out.exists()
     try:
