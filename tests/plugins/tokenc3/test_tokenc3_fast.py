@@ -36,11 +36,12 @@ def test_fast_recipe_halves_the_latency_of_a_fake_table() -> None:
 
 
 def test_fast_recipe_recommends_its_fine_tuning(tmp_path) -> None:
-    """The deep cut ships the optimizer it recovered best with; the milder MACs recipe keeps auto."""
+    """The deep cut ships the optimizer it recovered best with; the milder MACs recipe keeps auto, and both
+    step once per batch."""
     from modprune.integrations.ultralytics.trainer import FinetuneOptions
 
     fast = modprune.get_recipe("tokenc3-lsnet-fast")
     assert dict(fast.finetune) == {"optimizer": "SGD", "lr0": 0.01, "nominal_batch": 16}
     args = FinetuneOptions(epochs=5, imgsz=128, project_dir=tmp_path, **fast.finetune).train_args(tmp_path / "d.yaml")
     assert (args["optimizer"], args["lr0"], args["nbs"]) == ("SGD", 0.01, 16)
-    assert dict(modprune.get_recipe("tokenc3-lsnet-structured").finetune) == {}
+    assert dict(modprune.get_recipe("tokenc3-lsnet-structured").finetune) == {"nominal_batch": 16}
